@@ -1,0 +1,37 @@
+# The two commands of the README's quick start, plus helpers. Each sets up .venv first
+# (created if missing, reinstalled when pyproject.toml changes).
+#
+#   make run     # set up, then run the whole study on the default preset (CPU)
+#   make test    # set up, then run the test suite
+#
+# Variables: PYTHON (interpreter for the venv, default python3), ARGS (extra snakemake
+# arguments, e.g. ARGS="--configfile workflow/presets/smoke.yaml"), PYTEST_ARGS.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup run smoke test report figures clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/snakemake --profile profiles/cpu $(ARGS)
+
+smoke: $(STAMP)
+	$(VENV)/bin/snakemake --profile profiles/cpu --configfile workflow/presets/smoke.yaml $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf results/data results/logs results/.checkpoints .snakemake

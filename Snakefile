@@ -1,0 +1,29 @@
+# dlrepro: one-command reproduction of model collapse (replace vs accumulate), width and
+# init variants, and scaling-law fits. See README.md.
+#
+#   snakemake --profile profiles/cpu                                   # default preset
+#   snakemake --profile profiles/cpu --configfile workflow/presets/smoke.yaml
+#   snakemake --profile profiles/slurm --configfile workflow/presets/paper.yaml
+
+import os
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+if stage_on("data"):
+    TARGETS.extend(prepared(ds) for ds in sorted(DATA_NEEDED) if ds != "moses")
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

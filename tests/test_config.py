@@ -1,0 +1,86 @@
+"""Config validation: schema rejections name the key and value; defaults come from the schema."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from dlrepro.config import ConfigError, validate_config
+from tests.conftest import PRESETS, ROOT
+
+
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def merged(preset: str) -> dict:
+    """config.yaml updated by a preset, the way Snakemake merges --configfile."""
+    def update(base, over):
+        for k, v in over.items():
+            if isinstance(v, dict) and isinstance(base.get(k), dict):
+                update(base[k], v)
+            else:
+                base[k] = v
+        return base
+
+    return update(default_config(), yaml.safe_load((PRESETS / f"{preset}.yaml").read_text()))
+
+
+@pytest.mark.parametrize("preset", ["default", "smoke", "paper"])
+def test_every_preset_is_valid(preset):
+    cfg = default_config() if preset == "default" else merged(preset)
+    out = validate_config(cfg)
+    assert out["data"]["text"]["vocab_size"] >= 257
+
+
+def test_defaults_are_filled_from_the_schema():
+    out = validate_config({})
+    assert out["seed"] == 0
+    assert out["data"]["text"]["token_dtype"] == "uint16"
+    assert out["compute"]["train_resources"]["gpu"] == 0
+    assert out["compute"]["light_resources"]["mem_mb"] == 2000
+
+
+def test_validation_does_not_mutate_its_input():
+    cfg = {"data": {"text": {}}}
+    validate_config(cfg)
+    assert cfg == {"data": {"text": {}}}
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"seed": -1}, r"'seed': -1 is less than the minimum of 0"),
+        ({"seed": "zero"}, r"'seed': 'zero' is not of type 'integer'"),
+        ({"colapse": {}}, r"config key 'colapse' is not a known key"),
+        ({"data": {"text": {"vocab": 10}}}, r"config key 'data.text.vocab' is not a known key"),
+        ({"data": {"text": {"vocab_size": 100}}}, r"'data.text.vocab_size': 100 is less than the minimum of 257"),
+        ({"data": {"text": {"vocab_size": 70000}}}, r"'data.text.vocab_size': 70000 token ids do not fit in data.text.token_dtype uint16"),
+        ({"data": {"text": {"token_dtype": "int8"}}}, r"'data.text.token_dtype': 'int8' is not one of"),
+        ({"data": {"text": {"val_fraction": 0.6, "test_fraction": 0.5}}}, r"val_fraction.*test_fraction.*must be < 1"),
+        ({"data": {"images": {"mnist_source": "train"}}}, r"'data.images.mnist_source': 'train' is not one of"),
+        ({"compute": {"train_resources": {"mem_mb": 10}}}, r"'compute.train_resources.mem_mb': 10 is less than the minimum of 100"),
+        ({"compute": {"accelerator": "tpu"}}, r"'compute.accelerator': 'tpu' is not one of"),
+        ({"stages": ["data", "colapse"]}, r"'stages\[1\]': 'colapse' is not one of"),
+    ],
+)
+def test_rejections_name_the_key_and_value(patch, message):
+    cfg = copy.deepcopy(default_config())
+
+    def update(base, over):
+        for k, v in over.items():
+            if isinstance(v, dict) and isinstance(base.get(k), dict):
+                update(base[k], v)
+            else:
+                base[k] = v
+
+    update(cfg, patch)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)
+
+
+def test_uint32_tokens_allow_a_large_vocab():
+    out = validate_config({"data": {"text": {"vocab_size": 100_000, "token_dtype": "uint32"}}})
+    assert out["data"]["text"]["vocab_size"] == 100_000

@@ -1,0 +1,110 @@
+"""The shared Lightning harness: exact resume, NaN guard, deterministic batches."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dlrepro.training import (
+    NonFiniteLossError,
+    StepBatches,
+    TrainSettings,
+    fit,
+    steps_for,
+    warmup_cosine,
+)
+
+X = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+Y = X @ torch.randn(8, 1, generator=torch.Generator().manual_seed(1))
+
+
+class Crash(Exception):
+    """Stands in for a killed job."""
+
+
+class Regressor(L.LightningModule):
+    def __init__(self, poison_at: int | None = None, stop_at: int | None = None):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(16, 1))
+        self.poison_at, self.stop_at = poison_at, stop_at
+
+    def training_step(self, batch, batch_idx):
+        if self.stop_at is not None and self.global_step == self.stop_at:
+            raise Crash  # a crash right after the checkpoint at stop_at
+        x, y = batch
+        loss = nn.functional.mse_loss(self.net(x), y)
+        if self.poison_at is not None and self.global_step >= self.poison_at:
+            loss = loss * float("nan")
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=1e-2)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, 30, 5))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def batches(total=30):
+    return StepBatches(64, 16, total, seed=3, collate=lambda i: (X[i], Y[i]))
+
+
+SETTINGS = TrainSettings(seed=0, max_steps=30, accelerator="cpu", checkpoint_every_n_steps=10,
+                         log_every_n_steps=10)
+
+
+def params(module):
+    return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+
+def test_step_batches_are_a_function_of_the_step():
+    a, b = batches(), batches()
+    assert [list(a.indices(s)) for s in range(10)] == [list(b.indices(s)) for s in range(10)]
+    # every epoch is a permutation of all items
+    epoch = np.concatenate([a.indices(s) for s in range(4)])
+    assert sorted(epoch) == list(range(64))
+    assert not np.array_equal(a.indices(0), a.indices(4))  # a fresh order next epoch
+    # DDP ranks split the global batch
+    halves = np.concatenate([a.indices(5, 0, 2), a.indices(5, 1, 2)])
+    assert sorted(halves) == sorted(a.indices(5))
+
+
+def test_resume_after_crash_equals_uninterrupted(tmp_path):
+    L.seed_everything(0)
+    full = Regressor()
+    fit(full, batches(), SETTINGS, tmp_path / "full", stage="test")
+
+    L.seed_everything(0)
+    crashed = Regressor(stop_at=20)
+    with pytest.raises(Crash):
+        fit(crashed, batches(), SETTINGS, tmp_path / "resumed", stage="test")
+    assert (tmp_path / "resumed" / "last.ckpt").exists()
+
+    L.seed_everything(0)
+    resumed = Regressor()  # a fresh process would build a fresh module
+    fit(resumed, batches(), SETTINGS, tmp_path / "resumed", stage="test")
+    assert torch.equal(params(full), params(resumed))
+
+
+def test_non_finite_loss_names_step_and_keeps_checkpoint(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"at step 1[0-9].*last good checkpoint kept"):
+        fit(Regressor(poison_at=12), batches(), SETTINGS, tmp_path, stage="test")
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 10
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_budget_and_schedule():
+    assert steps_for(TrainSettings(epochs=2), n_items=100, batch_size=10) == 20
+    assert steps_for(TrainSettings(max_steps=7), n_items=100, batch_size=10) == 7
+    with pytest.raises(ValueError, match="exactly one"):
+        steps_for(TrainSettings(), 100, 10)
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(100, 100, 10) == pytest.approx(0.1)
+
+
+def test_unknown_setting_is_rejected():
+    with pytest.raises(ValueError, match="unknown training settings.*'epoch'"):
+        TrainSettings.from_dict({"epoch": 3})

@@ -1,0 +1,42 @@
+"""Command-line entry point: ``python -m dlrepro <command> [args]``.
+
+Each command lives in its own module, imported only when it is run, so that a
+command which needs no torch starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command name -> module with a ``main(argv: list[str]) -> int``
+COMMANDS: dict[str, str] = {
+    "data": "dlrepro.data.cli",
+    "linreg": "dlrepro.linreg",
+    "init": "dlrepro.init.cli",
+    "scaling": "dlrepro.scaling.cli",
+    "collapse": "dlrepro.collapse.cli",
+    "width": "dlrepro.width.cli",
+    "vae": "dlrepro.vae.cli",
+    "conformers": "dlrepro.conformers.cli",
+    "report": "dlrepro.report.cli",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print("usage: python -m dlrepro <command> [args]\n\ncommands:")
+        for name in COMMANDS:
+            print(f"  {name}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"dlrepro: unknown command {name!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

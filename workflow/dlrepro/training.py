@@ -1,0 +1,344 @@
+"""The one Lightning training harness every stage uses.
+
+What it gives a stage, so that no stage re-implements it:
+
+* **Exact resume.** Training data is served by :class:`StepBatches`, whose batch at global
+  step ``s`` is a pure function of ``(seed, s)``; a job killed at any point and rerun
+  resumes from ``<ckpt_dir>/last.ckpt`` (model, optimizer, scheduler and loop state) and
+  ends with the same weights as an uninterrupted run. Checkpoints live outside the rule's
+  declared outputs and are written atomically (:class:`AtomicCheckpointIO`).
+* **A loud failure on a non-finite loss**, naming the step and the last good checkpoint,
+  which is kept.
+* **Devices and precision from config**: ``accelerator``/``devices``/``strategy`` (DDP over
+  several devices inside one job, gloo on CPU), ``precision="auto"`` (bf16-mixed on GPU,
+  32-true on CPU) and ``compile`` (``torch.compile``; off on CPU by default).
+* **Progress in the log**: step, loss, learning rate and throughput every few steps, tagged
+  with the stage, generation, width or seed that is running.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+import lightning as L
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback
+
+from dlrepro.io import atomic_path
+from dlrepro.log import get_logger
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+@dataclass
+class TrainSettings:
+    """How to run one training job (the ``compute`` block of the config plus the stage's budget).
+
+    Exactly one of ``max_steps`` or ``epochs`` sets the budget; with ``epochs`` the
+    number of steps is ``epochs * steps_per_epoch`` of the data.
+    """
+
+    seed: int = 0
+    max_steps: int | None = None
+    epochs: float | None = None
+    accelerator: str = "auto"  # "cpu" | "gpu" | "auto"
+    devices: int = 1
+    precision: str = "auto"  # "auto" -> "bf16-mixed" on GPU, "32-true" on CPU
+    compile: bool = False
+    gradient_clip_val: float | None = 1.0
+    checkpoint_every_n_steps: int = 50
+    log_every_n_steps: int = 25
+    val_every_n_steps: int | None = None
+    deterministic: bool = True
+    num_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> "TrainSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        return cls(**{**d, **overrides})
+
+    def resolved_accelerator(self) -> str:
+        if self.accelerator == "auto":
+            return "gpu" if torch.cuda.is_available() else "cpu"
+        if self.accelerator == "gpu" and not torch.cuda.is_available():
+            raise RuntimeError(
+                "compute.accelerator is 'gpu' but no CUDA device is visible; "
+                "set compute.accelerator to 'cpu' or 'auto'"
+            )
+        return self.accelerator
+
+    def resolved_precision(self) -> str:
+        if self.precision != "auto":
+            return self.precision
+        return "bf16-mixed" if self.resolved_accelerator() == "gpu" else "32-true"
+
+
+class StepBatches:
+    """Deterministic, resumable batches: batch ``s`` depends only on ``(seed, s)``.
+
+    ``n_items`` items are visited in a fresh seeded permutation every epoch, ``batch_size``
+    at a time (the last partial batch of an epoch is dropped, so every step sees the same
+    number of items). ``collate(indices)`` turns item indices into a batch. The iterator
+    starts at ``start_step()`` (the trainer's global step after a resume), so a resumed run
+    sees exactly the batches an uninterrupted run would have seen.
+
+    Under DDP each rank takes every ``world_size``-th item of the global batch, so the global
+    batch (and hence the run) is the same for any number of devices.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        batch_size: int,
+        total_steps: int,
+        seed: int,
+        collate: Callable[[np.ndarray], Any],
+        start_step: Callable[[], int] = lambda: 0,
+        rank_world: Callable[[], tuple[int, int]] = lambda: (0, 1),
+    ) -> None:
+        if n_items < batch_size:
+            raise ValueError(
+                f"the training set has {n_items} items, fewer than one batch of {batch_size}"
+            )
+        self.n_items, self.batch_size, self.total_steps = n_items, batch_size, total_steps
+        self.seed, self.collate, self.start_step = seed, collate, start_step
+        self.rank_world = rank_world
+        self.steps_per_epoch = n_items // batch_size
+        self._perm_epoch, self._perm = -1, None
+
+    def __len__(self) -> int:
+        return self.total_steps
+
+    def indices(self, step: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+        """Item indices of this rank's share of the global batch at ``step``."""
+        epoch, b = divmod(step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm, self._perm_epoch = rng.permutation(self.n_items), epoch
+        idx = self._perm[b * self.batch_size : (b + 1) * self.batch_size]
+        return idx[rank::world_size]
+
+    def __iter__(self) -> Iterator[Any]:
+        rank, world_size = self.rank_world()
+        if self.batch_size % world_size:
+            raise ValueError(
+                f"batch size {self.batch_size} is not divisible by {world_size} devices"
+            )
+        for step in range(int(self.start_step()), self.total_steps):
+            yield self.collate(self.indices(step, rank, world_size))
+
+    # Lightning treats loaders with state_dict/load_state_dict as resumable mid-epoch. The
+    # position is recomputed from the restored global step, so there is no state to keep.
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def steps_for(settings: TrainSettings, n_items: int, batch_size: int) -> int:
+    """The step budget: ``max_steps``, or ``epochs`` passes over ``n_items``."""
+    if (settings.max_steps is None) == (settings.epochs is None):
+        raise ValueError("set exactly one of max_steps and epochs")
+    if settings.max_steps is not None:
+        return int(settings.max_steps)
+    return max(1, int(math.ceil(settings.epochs * (n_items // batch_size))))
+
+
+def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float = 0.1) -> float:
+    """Learning-rate multiplier: linear warmup over ``warmup`` steps, then cosine to ``min_ratio``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written to a temporary file and renamed, never left half-written."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+class PeriodicCheckpoint(Callback):
+    """Save ``last.ckpt`` every ``every`` optimizer steps and at the end of training."""
+
+    def __init__(self, path: Path, every: int) -> None:
+        self.path, self.every = Path(path), max(1, int(every))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every == 0:
+            trainer.save_checkpoint(self.path)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+class FiniteLossGuard(Callback):
+    """Stop with :class:`NonFiniteLossError` on a NaN/inf loss, before it is checkpointed."""
+
+    def __init__(self, ckpt_path: Path) -> None:
+        self.ckpt_path = Path(ckpt_path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss.detach()).all():
+            last = self.ckpt_path if self.ckpt_path.exists() else None
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at step {trainer.global_step}; "
+                + (f"last good checkpoint kept at {last}" if last else "no checkpoint was saved yet")
+            )
+
+
+class StepSeed(Callback):
+    """Reseed torch before every step from ``(seed, step)``: dropout and any other
+    randomness inside a step are then identical in a resumed and an uninterrupted run."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        torch.manual_seed(self.seed * 1_000_003 + trainer.global_step)
+
+
+@dataclass
+class History:
+    """What the progress callback saw: one row per logged step / validation."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+
+class Progress(Callback):
+    """Log step, loss, learning rate and throughput; keep the rows for the stage's tables."""
+
+    def __init__(self, total_steps: int, every: int, tag: dict[str, Any], stage: str) -> None:
+        self.total, self.every = total_steps, max(1, int(every))
+        self._log = get_logger(stage, **tag)
+        self.history = History()
+        self._t0 = None
+        self._items = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._t0, self._items = time.perf_counter(), 0
+        if trainer.global_step:
+            self._log.info("resumed at step %d/%d", trainer.global_step, self.total)
+        else:
+            self._log.info("training for %d steps", self.total)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        self._items += int(getattr(pl_module, "items_in_batch", lambda b: 0)(batch))
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if step % self.every == 0 or step == self.total:
+            elapsed = max(1e-9, time.perf_counter() - self._t0)
+            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+            row = {"step": step, "train_loss": float(loss.detach()), "lr": float(lr)}
+            self.history.rows.append(row)
+            rate = f" {self._items / elapsed:,.0f} items/s" if self._items else ""
+            self._log.info(
+                "step %d/%d loss %.4f lr %.2e%s", step, self.total, row["train_loss"], lr, rate
+            )
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+        if metrics:
+            self.history.rows.append({"step": trainer.global_step, **metrics})
+            self._log.info(
+                "step %d validation %s",
+                trainer.global_step,
+                " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
+            )
+
+
+def _strategy(settings: TrainSettings, accelerator: str):
+    if settings.devices <= 1:
+        return "auto"
+    from lightning.pytorch.strategies import DDPStrategy
+
+    backend = "nccl" if accelerator == "gpu" else "gloo"
+    return DDPStrategy(process_group_backend=backend)
+
+
+def fit(
+    module: L.LightningModule,
+    train_batches: StepBatches,
+    settings: TrainSettings,
+    ckpt_dir: str | os.PathLike,
+    *,
+    stage: str,
+    tag: dict[str, Any] | None = None,
+    val_batches: Any = None,
+) -> History:
+    """Train ``module`` on ``train_batches`` for ``train_batches.total_steps`` steps.
+
+    Resumes from ``<ckpt_dir>/last.ckpt`` if it exists. Returns the logged history. The
+    caller writes the final artefacts (weights, metrics) to its declared outputs and may
+    then remove ``ckpt_dir``.
+    """
+    tag = dict(tag or {})
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    last = ckpt_dir / "last.ckpt"
+    if settings.num_threads:
+        torch.set_num_threads(int(settings.num_threads))
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    accelerator = settings.resolved_accelerator()
+    total = train_batches.total_steps
+    progress = Progress(total, settings.log_every_n_steps, tag, stage)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=settings.devices,
+        strategy=_strategy(settings, accelerator),
+        precision=settings.resolved_precision(),
+        max_steps=total,
+        max_epochs=-1 if total > 0 else None,
+        gradient_clip_val=settings.gradient_clip_val,
+        deterministic=settings.deterministic and accelerator == "cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        val_check_interval=settings.val_every_n_steps if val_batches is not None else None,
+        check_val_every_n_epoch=None if val_batches is not None else 1,
+        limit_val_batches=None if val_batches is not None else 0,
+        callbacks=[
+            StepSeed(settings.seed),
+            FiniteLossGuard(last),
+            progress,
+            PeriodicCheckpoint(last, settings.checkpoint_every_n_steps),
+        ],
+        plugins=[AtomicCheckpointIO()],
+    )
+    # the loader starts at the trainer's (restored) global step
+    train_batches.start_step = lambda: trainer.global_step
+    train_batches.rank_world = lambda: (trainer.global_rank, trainer.world_size)
+    model = torch.compile(module) if settings.compile else module
+    trainer.fit(
+        model,
+        train_dataloaders=train_batches,
+        val_dataloaders=val_batches,
+        ckpt_path=str(last) if last.exists() else None,
+    )
+    progress.history.rows.append({"step": trainer.global_step, "done": 1.0})
+    return progress.history
+
+
+def settings_dict(settings: TrainSettings) -> dict[str, Any]:
+    return asdict(settings)

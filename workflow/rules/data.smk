@@ -1,0 +1,71 @@
+# The data stage: verified downloads (or a local mirror), then preparation of text corpora
+# and image sets into compact arrays with manifests. File formats: README "results/data".
+
+
+rule download:
+    """Obtain one upstream file from the mirror or the network, verified by checksum."""
+    output:
+        f"{RAW}/{{dataset}}/{{filename}}",
+    log:
+        f"{LOGS}/data/download/{{dataset}}/{{filename}}.log",
+    wildcard_constraints:
+        dataset="|".join(_registry.DATASETS),
+    params:
+        network="" if config["data"]["allow_network"] else "--no-network",
+        retries=config["data"]["retries"],
+        timeout=config["data"]["timeout_s"],
+    resources:
+        **LIGHT_RESOURCES,
+    localrule: True
+    conda:
+        ENV
+    shell:
+        "python -m dlrepro data download --dataset {wildcards.dataset} "
+        "--file {wildcards.filename:q} --out {output:q} {params.network} "
+        "--retries {params.retries} --timeout {params.timeout} 2> {log:q}"
+
+
+rule prepare_text:
+    """Split documents, train the byte-level BPE on train, write token arrays + manifest."""
+    input:
+        lambda wc: raw_files(wc.dataset),
+    output:
+        **text_outputs("{dataset}"),
+    log:
+        f"{LOGS}/data/prepare_text/{{dataset}}.log",
+    wildcard_constraints:
+        dataset="|".join(TEXT_SETS),
+    params:
+        p=as_json({**config["data"]["text"], "seed": config["seed"]}),
+        raw=lambda wc: f"{RAW}/{wc.dataset}",
+    resources:
+        **LIGHT_RESOURCES,
+    conda:
+        ENV
+    shell:
+        "python -m dlrepro data prepare-text --dataset {wildcards.dataset} "
+        "--raw-dir {params.raw:q} --params {params.p:q} "
+        "--out-dir $(dirname {output.manifest:q}) 2> {log:q}"
+
+
+rule prepare_images:
+    """Decode IDX / CIFAR binaries into float32 [0, 1] arrays with fixed splits + manifest."""
+    input:
+        lambda wc: raw_files(wc.dataset),
+    output:
+        **image_outputs("{dataset}"),
+    log:
+        f"{LOGS}/data/prepare_images/{{dataset}}.log",
+    wildcard_constraints:
+        dataset="|".join(IMAGE_SETS),
+    params:
+        p=lambda wc: image_params(wc.dataset),
+        raw=lambda wc: f"{RAW}/{wc.dataset}",
+    resources:
+        **LIGHT_RESOURCES,
+    conda:
+        ENV
+    shell:
+        "python -m dlrepro data prepare-images --dataset {wildcards.dataset} "
+        "--raw-dir {params.raw:q} --params {params.p:q} "
+        "--out-dir $(dirname {output.manifest:q}) 2> {log:q}"
