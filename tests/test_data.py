@@ -76,6 +76,7 @@ class FakeNet:
 
 def test_network_download_retries_transient_errors(tmp_path, monkeypatch, mirror):
     monkeypatch.setattr("time.sleep", lambda s: None)
+    monkeypatch.delenv("DLREPRO_DATA_MIRROR", raising=False)
     payload = (mirror / "tinyshakespeare" / "input.txt").read_bytes()
     net = FakeNet(payload, fail=2)
     out = tmp_path / "input.txt"
@@ -86,6 +87,7 @@ def test_network_download_retries_transient_errors(tmp_path, monkeypatch, mirror
 
 def test_network_checksum_mismatch_names_url_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr("time.sleep", lambda s: None)
+    monkeypatch.delenv("DLREPRO_DATA_MIRROR", raising=False)
     net = FakeNet(b"not shakespeare")
     with pytest.raises(DownloadError, match=r"raw\.githubusercontent\.com.*sha256 .* != expected"):
         fetch_file("tinyshakespeare", "input.txt", tmp_path / "input.txt", opener=net)
