@@ -1,0 +1,8 @@
+"""Model definitions, one readable file per model (in the spirit of nanoGPT's model.py).
+
+- ``dlrepro.models.transformer``: decoder-only transformer, GPT-2 and Llama styles,
+  with a preallocated KV cache (used by the model-collapse stage).
+- ``dlrepro.models.mlp``: the MLP of the width (muP) stage.
+
+Nothing is imported here, so that importing one model does not import the others.
+"""
