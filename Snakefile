@@ -15,10 +15,17 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/linreg.smk"
+include: "workflow/rules/collapse.smk"
+include: "workflow/rules/conformers.smk"
 
 
+# the data stage prepares what the enabled stages need, plus data.prepare
 if stage_on("data"):
     TARGETS.extend(prepared(ds) for ds in sorted(DATA_NEEDED) if ds != "moses")
 

@@ -96,3 +96,26 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
                 "config keys 'data.text.val_fraction' + 'data.text.test_fraction' must be < 1 "
                 f"(got {text['val_fraction']} + {text['test_fraction']})"
             )
+    col = cfg.get("collapse")
+    if col:
+        from dlrepro.policies import POLICIES
+
+        for i, name in enumerate(col["policies"]):
+            if name not in POLICIES:
+                raise ConfigError(
+                    f"config key 'collapse.policies[{i}]': unknown policy {name!r}; "
+                    f"known: {sorted(POLICIES)}"
+                )
+        for name, m in col["models"].items():
+            if m["d_model"] % m["n_head"]:
+                raise ConfigError(
+                    f"config key 'collapse.models.{name}.d_model': {m['d_model']} is not "
+                    f"divisible by n_head {m['n_head']}"
+                )
+            new = col["sampling"]["max_new_tokens"]
+            if new is not None and new >= m["block_size"]:
+                raise ConfigError(
+                    f"config key 'collapse.sampling.max_new_tokens': {new} new tokens after the "
+                    f"start token do not fit the context length of model {name!r} "
+                    f"(block_size {m['block_size']})"
+                )

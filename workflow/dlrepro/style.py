@@ -7,6 +7,7 @@ rendered from a result table only and saved as PNG and PDF through :func:`save_f
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -40,6 +41,24 @@ _FALLBACK = ["#CC79A7", "#56B4E9", "#F0E442", "#999999", "#882255", "#44AA99"]
 DPI = 150
 FIGSIZE_PANEL = (4.0, 3.2)  # inches per panel
 
+# The workflow passes the config's ``figures`` block to figure jobs in this variable (it is
+# a parameter of the figure rules only, so editing it reruns figures and nothing else).
+STYLE_ENV = "DLREPRO_FIGURE_STYLE"
+DEFAULT_STYLE = {"context": "paper", "style": "whitegrid", "font_scale": 1.15, "dpi": DPI}
+
+
+def current_style() -> dict:
+    """The default style updated by ``$DLREPRO_FIGURE_STYLE`` (a JSON object), if set."""
+    style = dict(DEFAULT_STYLE)
+    raw = os.environ.get(STYLE_ENV)
+    if raw:
+        extra = json.loads(raw)
+        unknown = sorted(set(extra) - set(DEFAULT_STYLE))
+        if unknown:
+            raise ValueError(f"{STYLE_ENV}: unknown keys {unknown}; known: {sorted(DEFAULT_STYLE)}")
+        style.update(extra)
+    return style
+
 
 def color(name: str) -> str:
     """The colour of a category; unknown names get a stable colour from a fallback list."""
@@ -54,11 +73,12 @@ def palette(names) -> dict[str, str]:
 
 def apply() -> None:
     """Apply the study's style (call before creating figures)."""
-    sns.set_theme(context="paper", style="whitegrid", font_scale=1.15)
+    st = current_style()
+    sns.set_theme(context=st["context"], style=st["style"], font_scale=st["font_scale"])
     plt.rcParams.update(
         {
-            "figure.dpi": DPI,
-            "savefig.dpi": DPI,
+            "figure.dpi": st["dpi"],
+            "savefig.dpi": st["dpi"],
             "savefig.bbox": "tight",
             "axes.titlesize": "medium",
             "legend.frameon": False,

@@ -1,6 +1,7 @@
 # Helpers and config validation shared by every stage. Included first by the Snakefile.
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -40,6 +41,7 @@ LOGS = f"{RESULTS}/logs"
 CKPT = f"{RESULTS}/.checkpoints"  # resumable training state, outside every rule's outputs
 DATA = f"{RESULTS}/data"
 RAW = f"{DATA}/raw"
+FIGURES = f"{RESULTS}/figures"
 ENV = "../../envs/dlrepro.yaml"  # conda env of every rule (relative to workflow/rules)
 
 # every stage appends the files `snakemake` (rule all) builds for it
@@ -57,6 +59,9 @@ def stage_on(name):
 def as_json(obj):
     """A param value: canonical JSON, so an unchanged config never reruns a rule."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+FIGURE_STYLE = as_json(config["figures"])
 
 
 def _res(kind):
