@@ -119,3 +119,9 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
                     f"start token do not fit the context length of model {name!r} "
                     f"(block_size {m['block_size']})"
                 )
+    conf = cfg.get("conformers")
+    if conf and conf["source"] == "geom" and not conf["geom"]["rdkit_folder"]:
+        raise ConfigError(
+            "config key 'conformers.geom.rdkit_folder': null, but conformers.source is 'geom'; "
+            "set it to the extracted GEOM rdkit_folder (see README)"
+        )
