@@ -125,3 +125,12 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
             "config key 'conformers.geom.rdkit_folder': null, but conformers.source is 'geom'; "
             "set it to the extracted GEOM rdkit_folder (see README)"
         )
+    lin = cfg.get("linreg")
+    if lin:
+        for d in lin["d"]:
+            for T in lin["T"]:
+                if T <= d + 1:
+                    raise ConfigError(
+                        f"config key 'linreg.T': T={T} with d={d} has no finite expected test "
+                        f"error (ordinary least squares needs T > d + 1)"
+                    )
