@@ -22,7 +22,9 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/linreg.smk"
 include: "workflow/rules/collapse.smk"
+include: "workflow/rules/vae.smk"
 include: "workflow/rules/conformers.smk"
+include: "workflow/rules/init.smk"
 
 
 # the data stage prepares what the enabled stages need, plus data.prepare

@@ -42,3 +42,48 @@ def snakemake(*args: str, workdir: Path, env: dict | None = None, check: bool = 
             f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+SMOKE = ["--profile", str(ROOT / "profiles" / "cpu"), "--configfile", str(PRESETS / "smoke.yaml")]
+
+
+def smoke_with(tmp_path: Path, override: dict) -> list[str]:
+    """Snakemake arguments for the smoke preset updated by ``override`` (written as a YAML
+    file: ``--config`` would turn nested values into strings)."""
+    import yaml
+
+    path = tmp_path / f"override-{len(list(tmp_path.glob('override-*')))}.yaml"
+    path.write_text(yaml.safe_dump(override))
+    return [*SMOKE, str(path)]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, mirror) -> Path:
+    """One complete run of the smoke preset (every stage), shared by the tests that read
+    its results or dry-run edits against it. Tests must not modify it."""
+    work = tmp_path_factory.mktemp("smoke")
+    snakemake(*SMOKE, workdir=work, env={"DLREPRO_DATA_MIRROR": str(mirror)}, timeout=1800)
+    return work
+
+
+def dry_run_jobs(workdir: Path, *args: str, env: dict | None = None) -> dict[str, int]:
+    """Rule name -> number of jobs a dry run would execute (``all`` excluded); ``args``
+    default to the smoke preset."""
+    proc = snakemake("-n", *(args or SMOKE), workdir=workdir, env=env)
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}
+    jobs: dict[str, int] = {}
+    in_table = False
+    for line in out.splitlines():
+        if line.startswith("Job stats:"):
+            in_table, jobs = True, {}
+            continue
+        if in_table:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] not in {"total", "job"}:
+                jobs[parts[0]] = int(parts[1])
+            elif parts and parts[0] == "total":
+                break
+    jobs.pop("all", None)
+    return jobs

@@ -38,3 +38,61 @@ def prepare_environment(package_dir: str | os.PathLike, config: dict) -> None:
 def missing_slurm_env() -> list[str]:
     """The variables profiles/slurm needs that are unset."""
     return [v for v in SLURM_ENV if not os.environ.get(v)]
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def _module_file(name: str) -> Path | None:
+    rel = Path(*name.split(".")[1:])
+    for cand in (PACKAGE_ROOT / rel / "__init__.py", (PACKAGE_ROOT / rel).with_suffix(".py")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Names of ``dlrepro`` modules imported anywhere in ``path`` (lazy imports included)."""
+    import ast
+
+    is_pkg = path.name == "__init__.py"
+    package = module if is_pkg else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "dlrepro")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "dlrepro":
+                continue
+            found.add(target)
+            # ``from dlrepro.x import y`` may import the submodule dlrepro.x.y
+            found.update(f"{target}.{a.name}" for a in node.names if _module_file(f"{target}.{a.name}"))
+    return found
+
+
+def module_sources(*modules: str) -> list[str]:
+    """Every source file of the package that ``modules`` import, transitively.
+
+    Rules list these as inputs, so that editing a module of the package reruns exactly the
+    rules whose command imports it (through Snakemake's mtime trigger).
+    """
+    seen: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        seen[name] = path
+        parts = name.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
+        todo.extend(_imports(path, name))
+    return sorted(str(p) for p in seen.values())

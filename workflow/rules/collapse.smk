@@ -72,8 +72,10 @@ rule collapse_real_spec:
     """Generation 0's data: every document of the real training split."""
     input:
         manifest=f"{COL_DATA}/manifest.json",
+        code=code("collapse.cli"),
     output:
-        f"{COL}/{{model}}/seed{{seed}}/gen0/data.json",
+        spec=f"{COL}/{{model}}/seed{{seed}}/gen0/data.json",
+        indices=f"{COL}/{{model}}/seed{{seed}}/gen0/data.indices.npy",
     log:
         f"{LOGS}/collapse/{{model}}/seed{{seed}}/gen0_data.log",
     resources:
@@ -82,7 +84,7 @@ rule collapse_real_spec:
         ENV
     shell:
         "python -m dlrepro collapse real-spec --real {input.manifest:q} --seed {wildcards.seed} "
-        "--out {output:q} 2> {log:q}"
+        "--out {output.spec:q} 2> {log:q}"
 
 
 rule collapse_mix:
@@ -90,6 +92,7 @@ rule collapse_mix:
     input:
         manifest=f"{COL_DATA}/manifest.json",
         synthetic=lambda wc: [f"{d}/manifest.json" for d in col_synthetic_dirs(wc)],
+        code=code("collapse.cli"),
     output:
         spec=f"{COL}/{{model}}/seed{{seed}}/{{policy}}/gen{{gen}}/data.json",
         indices=f"{COL}/{{model}}/seed{{seed}}/{{policy}}/gen{{gen}}/data.indices.npy",
@@ -117,8 +120,9 @@ COLLAPSE_TRAIN_SHELL = (
 rule collapse_train_gen0:
     """Pretrain generation 0 on the real training split (Lightning; resumable)."""
     input:
-        spec=rules.collapse_real_spec.output,
+        spec=rules.collapse_real_spec.output.spec,
         val=f"{COL_DATA}/val.npy",
+        code=code("collapse.cli"),
     output:
         model=f"{COL}/{{model}}/seed{{seed}}/gen0/model.pt",
         metrics=f"{COL}/{{model}}/seed{{seed}}/gen0/train_metrics.json",
@@ -141,6 +145,7 @@ rule collapse_train:
     input:
         spec=rules.collapse_mix.output.spec,
         val=f"{COL_DATA}/val.npy",
+        code=code("collapse.cli"),
     output:
         model=f"{COL}/{{model}}/seed{{seed}}/{{policy}}/gen{{gen}}/model.pt",
         metrics=f"{COL}/{{model}}/seed{{seed}}/{{policy}}/gen{{gen}}/train_metrics.json",
@@ -170,13 +175,14 @@ rule collapse_sample_gen1:
     input:
         model=f"{COL}/{{model}}/seed{{seed}}/gen0/model.pt",
         manifest=f"{COL_DATA}/manifest.json",
+        code=code("collapse.cli"),
     output:
         tokens=f"{COL}/{{model}}/seed{{seed}}/synthetic1/tokens.npy",
         manifest=f"{COL}/{{model}}/seed{{seed}}/synthetic1/manifest.json",
     log:
         f"{LOGS}/collapse/{{model}}/seed{{seed}}/synthetic1.log",
     params:
-        p=lambda wc: col_params(wc.model, "sampling"),
+        p=lambda wc: col_params(wc.model, "sampling", "compute"),
     threads: TRAIN_THREADS
     resources:
         **TRAIN_RESOURCES,
@@ -191,13 +197,14 @@ rule collapse_sample:
     input:
         model=lambda wc: col_model(wc.model, wc.seed, wc.policy, int(wc.gen) - 1),
         manifest=f"{COL_DATA}/manifest.json",
+        code=code("collapse.cli"),
     output:
         tokens=f"{COL}/{{model}}/seed{{seed}}/{{policy}}/synthetic{{gen}}/tokens.npy",
         manifest=f"{COL}/{{model}}/seed{{seed}}/{{policy}}/synthetic{{gen}}/manifest.json",
     log:
         f"{LOGS}/collapse/{{model}}/seed{{seed}}/{{policy}}/synthetic{{gen}}.log",
     params:
-        p=lambda wc: col_params(wc.model, "sampling"),
+        p=lambda wc: col_params(wc.model, "sampling", "compute"),
     threads: TRAIN_THREADS
     resources:
         **TRAIN_RESOURCES,
@@ -213,6 +220,7 @@ rule collapse_evaluate:
         model=f"{{path}}/model.pt",
         tokens=f"{COL_DATA}/test.npy",
         manifest=f"{COL_DATA}/manifest.json",
+        code=code("collapse.cli"),
     output:
         f"{{path}}/eval.json",
     log:
@@ -220,7 +228,7 @@ rule collapse_evaluate:
     wildcard_constraints:
         path=f"{COL}/.+",
     params:
-        p=as_json({"eval": CC["eval"]}),
+        p=as_json({"eval": CC["eval"], "compute": compute_params()}),
     threads: TRAIN_THREADS
     resources:
         **TRAIN_RESOURCES,
@@ -236,6 +244,7 @@ rule collapse_summary:
     input:
         evals=[m.replace("model.pt", "eval.json") for m in col_all_models()],
         specs=[m.replace("model.pt", "data.json") for m in col_all_models()],
+        code=code("collapse.cli"),
     output:
         f"{COL}/summary.csv",
     log:
@@ -252,7 +261,8 @@ rule collapse_summary:
 rule collapse_figure:
     """Test loss vs generation, one line per policy, seeds as a band, one panel per model."""
     input:
-        rules.collapse_summary.output,
+        csv=rules.collapse_summary.output,
+        code=code("collapse.cli"),
     output:
         png=report(
             f"{FIGURES}/collapse_test_loss.png",
@@ -270,7 +280,7 @@ rule collapse_figure:
     conda:
         ENV
     shell:
-        "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro collapse plot --csv {input:q} "
+        "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro collapse plot --csv {input.csv:q} "
         "--out $(dirname {output.png:q})/collapse_test_loss 2> {log:q}"
 
 

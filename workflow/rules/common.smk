@@ -13,7 +13,7 @@ sys.path.insert(0, str(PKG_DIR))  # the package is importable without installati
 
 from dlrepro.config import ConfigError, validate_config
 from dlrepro.data import registry as _registry
-from dlrepro.smk import missing_slurm_env, prepare_environment
+from dlrepro.smk import missing_slurm_env, module_sources, prepare_environment
 
 try:
     _validated = validate_config(config)
@@ -50,6 +50,12 @@ TARGETS = []
 
 def all_targets():
     return TARGETS
+
+
+def code(*modules):
+    """The package source files a command imports: listed as a rule's inputs, so editing a
+    module reruns exactly the rules whose command uses it (mtime trigger)."""
+    return module_sources(*[f"dlrepro.{m}" for m in modules])
 
 
 def stage_on(name):

@@ -54,7 +54,8 @@ def cf_evals():
 rule conformers_prepare:
     """Real conformer sets: ETKDGv3 + MMFF94 conformers of MOSES molecules, split by molecule."""
     input:
-        f"{RAW}/moses/test.csv",
+        smiles=f"{RAW}/moses/test.csv",
+        code=code("conformers.cli"),
     output:
         manifest=f"{CONF_DATA}/manifest.json",
         train=f"{CONF_DATA}/train/manifest.json",
@@ -68,12 +69,14 @@ rule conformers_prepare:
     conda:
         ENV
     shell:
-        "python -m dlrepro conformers prepare --params {params.p:q} --smiles-csv {input:q} "
+        "python -m dlrepro conformers prepare --params {params.p:q} --smiles-csv {input.smiles:q} "
         "--out-dir $(dirname {output.manifest:q}) 2> {log:q}"
 
 
 rule conformers_load_geom:
     """Real conformer sets from GEOM-Drugs (the `paper` preset; conformers.geom.rdkit_folder)."""
+    input:
+        code=code("conformers.cli"),
     output:
         manifest=f"{CONF_DATA}-geom/manifest.json",
         train=f"{CONF_DATA}-geom/train/manifest.json",
@@ -98,7 +101,8 @@ CF_REAL = CONF_DATA if CF["source"] == "moses" else f"{CONF_DATA}-geom"
 rule conformers_train_gen0:
     """Generation 0: the diffusion model trained on real conformers (Lightning; resumable)."""
     input:
-        f"{CF_REAL}/train/manifest.json",
+        train=f"{CF_REAL}/train/manifest.json",
+        code=code("conformers.cli"),
     output:
         model=f"{CONF}/seed{{seed}}/gen0/model.pt",
         metrics=f"{CONF}/seed{{seed}}/gen0/train_metrics.json",
@@ -113,7 +117,7 @@ rule conformers_train_gen0:
     conda:
         ENV
     shell:
-        "python -m dlrepro conformers train --params {params.p:q} --data-spec $(dirname {input:q}) "
+        "python -m dlrepro conformers train --params {params.p:q} --data-spec $(dirname {input.train:q}) "
         "--ckpt-dir {params.ckpt:q} --out-model {output.model:q} --out-metrics {output.metrics:q} "
         "--seed {wildcards.seed} --policy real --generation 0 2> {log:q}"
 
@@ -123,6 +127,7 @@ rule conformers_mix:
     input:
         real=f"{CF_REAL}/manifest.json",
         synthetic=lambda wc: [f"{d}/manifest.json" for d in cf_synthetic_dirs(wc)],
+        code=code("conformers.cli"),
     output:
         f"{CONF}/seed{{seed}}/{{policy}}/gen{{gen}}/mix.json",
     log:
@@ -142,7 +147,8 @@ rule conformers_mix:
 rule conformers_train:
     """Generation g retrained from scratch on its mix (same hyper-parameters, same epochs)."""
     input:
-        rules.conformers_mix.output,
+        mix=rules.conformers_mix.output,
+        code=code("conformers.cli"),
     output:
         model=f"{CONF}/seed{{seed}}/{{policy}}/gen{{gen}}/model.pt",
         metrics=f"{CONF}/seed{{seed}}/{{policy}}/gen{{gen}}/train_metrics.json",
@@ -157,7 +163,7 @@ rule conformers_train:
     conda:
         ENV
     shell:
-        "python -m dlrepro conformers train --params {params.p:q} --data-spec {input:q} "
+        "python -m dlrepro conformers train --params {params.p:q} --data-spec {input.mix:q} "
         "--ckpt-dir {params.ckpt:q} --out-model {output.model:q} --out-metrics {output.metrics:q} "
         "--seed {wildcards.seed} --policy {wildcards.policy} --generation {wildcards.gen} 2> {log:q}"
 
@@ -174,6 +180,7 @@ rule conformers_sample_gen1:
     input:
         model=f"{CONF}/seed{{seed}}/gen0/model.pt",
         real=f"{CF_REAL}/manifest.json",
+        code=code("conformers.cli"),
     output:
         f"{CONF}/seed{{seed}}/synthetic1/manifest.json",
     log:
@@ -195,6 +202,7 @@ rule conformers_sample:
     input:
         model=lambda wc: cf_model(wc.seed, wc.policy, int(wc.gen) - 1),
         real=f"{CF_REAL}/manifest.json",
+        code=code("conformers.cli"),
     output:
         f"{CONF}/seed{{seed}}/{{policy}}/synthetic{{gen}}/manifest.json",
     log:
@@ -216,6 +224,7 @@ rule conformers_evaluate:
     input:
         model=f"{CONF}/seed{{seed}}/{{run}}/model.pt",
         real=f"{CF_REAL}/manifest.json",
+        code=code("conformers.cli"),
     output:
         f"{CONF}/seed{{seed}}/{{run}}/eval.json",
     log:
@@ -251,7 +260,8 @@ def cf_sample_sets():
 rule conformers_summary:
     """results/conformers/summary.csv: one row per (policy, generation, seed)."""
     input:
-        cf_evals(),
+        evals=cf_evals(),
+        code=code("conformers.cli"),
     output:
         f"{CONF}/summary.csv",
     log:
@@ -261,13 +271,14 @@ rule conformers_summary:
     conda:
         ENV
     shell:
-        "python -m dlrepro conformers summarize --evals {input:q} --out {output:q} 2> {log:q}"
+        "python -m dlrepro conformers summarize --evals {input.evals:q} --out {output:q} 2> {log:q}"
 
 
 rule conformers_figure:
     """Test loss, COV-R and MAT-R vs generation, one line per policy."""
     input:
-        rules.conformers_summary.output,
+        csv=rules.conformers_summary.output,
+        code=code("conformers.cli"),
     output:
         png=report(
             f"{FIGURES}/conformers_metrics.png",
@@ -285,14 +296,15 @@ rule conformers_figure:
     conda:
         ENV
     shell:
-        "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro conformers plot --csv {input:q} "
+        "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro conformers plot --csv {input.csv:q} "
         "--out $(dirname {output.png:q})/conformers_metrics 2> {log:q}"
 
 
 rule conformers_drawing:
     """A few generated conformers per generation and policy (2-D projections with bonds)."""
     input:
-        [f"{d}/manifest.json" for d in cf_sample_sets()],
+        sets=[f"{d}/manifest.json" for d in cf_sample_sets()],
+        code=code("conformers.cli"),
     output:
         png=report(
             f"{FIGURES}/conformers_samples.png",

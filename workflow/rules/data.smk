@@ -28,7 +28,8 @@ rule download:
 rule prepare_text:
     """Split documents, train the byte-level BPE on train, write token arrays + manifest."""
     input:
-        lambda wc: raw_files(wc.dataset),
+        raw=lambda wc: raw_files(wc.dataset),
+        code=code("data.cli"),
     output:
         **text_outputs("{dataset}"),
     log:
@@ -51,7 +52,8 @@ rule prepare_text:
 rule prepare_images:
     """Decode IDX / CIFAR binaries into float32 [0, 1] arrays with fixed splits + manifest."""
     input:
-        lambda wc: raw_files(wc.dataset),
+        raw=lambda wc: raw_files(wc.dataset),
+        code=code("data.cli"),
     output:
         **image_outputs("{dataset}"),
     log:

@@ -6,6 +6,8 @@ LINREG = f"{RESULTS}/linreg"
 
 rule linreg_simulate:
     """Simulate the (d, T, sigma) grid for both policies; tidy summary with theory columns."""
+    input:
+        code=code("linreg"),
     output:
         f"{LINREG}/summary.csv",
     log:
@@ -23,7 +25,8 @@ rule linreg_simulate:
 rule linreg_check:
     """Largest |simulation - theory| in standard errors, and the bound checks."""
     input:
-        rules.linreg_simulate.output,
+        csv=rules.linreg_simulate.output,
+        code=code("linreg"),
     output:
         f"{LINREG}/check.json",
     log:
@@ -33,13 +36,14 @@ rule linreg_check:
     conda:
         ENV
     shell:
-        "python -m dlrepro linreg check --csv {input:q} --out {output:q} > {log:q} 2>&1"
+        "python -m dlrepro linreg check --csv {input.csv:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule linreg_figure:
     """Test error vs iteration: simulation (error bars) and closed form (lines)."""
     input:
-        rules.linreg_simulate.output,
+        csv=rules.linreg_simulate.output,
+        code=code("linreg"),
     output:
         png=report(
             f"{FIGURES}/linreg_test_error.png",
@@ -57,7 +61,7 @@ rule linreg_figure:
     conda:
         ENV
     shell:
-        "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro linreg plot --csv {input:q} "
+        "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro linreg plot --csv {input.csv:q} "
         "--out $(dirname {output.png:q})/linreg_test_error 2> {log:q}"
 
 

@@ -1,0 +1,124 @@
+"""The guarantees of the README's "Guarantees" section, each proved here.
+
+Incremental reruns are checked with dry runs against one finished smoke run; resume and
+determinism run real jobs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SMOKE, SNAKEMAKE, dry_run_jobs, smoke_with, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def test_finished_run_has_nothing_to_do(smoke_run):
+    assert dry_run_jobs(smoke_run) == {}
+
+
+def test_config_resaved_unchanged_reruns_nothing(smoke_run, tmp_path):
+    # the same values written by hand in another file, other key order
+    import yaml
+
+    preset = yaml.safe_load((ROOT / "workflow" / "presets" / "smoke.yaml").read_text())
+    resaved = dict(reversed(list(preset.items())))
+    assert dry_run_jobs(smoke_run, *smoke_with(tmp_path, resaved)) == {}
+
+
+def test_unrelated_file_touched_reruns_nothing(smoke_run):
+    (ROOT / "README.md").touch()
+    (ROOT / "tests" / "conftest.py").touch()
+    assert dry_run_jobs(smoke_run) == {}
+
+
+def test_figure_style_reruns_only_figures(smoke_run, tmp_path):
+    jobs = dry_run_jobs(smoke_run, *smoke_with(tmp_path, {"figures": {"dpi": 100}}))
+    assert jobs, "a style change must rerun the figures"
+    assert all(r.endswith(("_figure", "_drawing", "_grid")) or r.startswith("report") for r in jobs), jobs
+
+
+def test_more_generations_rerun_only_new_generations_and_aggregations(smoke_run, tmp_path):
+    jobs = dry_run_jobs(smoke_run, *smoke_with(tmp_path, {"collapse": {"generations": 3}}))
+    policies = 2  # smoke: replace, accumulate
+    assert jobs.get("collapse_train") == policies and jobs.get("collapse_mix") == policies
+    assert jobs.get("collapse_sample") == policies  # synthetic corpus 3 of each chain
+    assert jobs.get("collapse_evaluate") == policies
+    assert "collapse_train_gen0" not in jobs and "collapse_sample_gen1" not in jobs
+    assert {r for r in jobs if not r.startswith("collapse")} <= {"report_summary"}
+
+
+def test_new_policy_reruns_only_that_policy(smoke_run, tmp_path):
+    new = {"collapse": {"policies": ["replace", "accumulate", "accumulate-subsample"]}}
+    jobs = dry_run_jobs(smoke_run, *smoke_with(tmp_path, new))
+    generations = 2
+    assert jobs.get("collapse_train") == generations
+    assert "collapse_train_gen0" not in jobs and "collapse_sample_gen1" not in jobs
+    assert {r for r in jobs if not r.startswith("collapse")} <= {"report_summary"}
+
+
+def test_generation0_hyperparameter_reruns_all_of_collapse_and_nothing_else(smoke_run, tmp_path):
+    jobs = dry_run_jobs(smoke_run, *smoke_with(tmp_path, {"collapse": {"optim": {"lr": 0.002}}}))
+    assert jobs.get("collapse_train_gen0") == 1
+    assert jobs.get("collapse_train") == 4  # 2 policies x 2 generations
+    assert {r for r in jobs if not r.startswith("collapse")} <= {"report_summary"}
+
+
+def test_editing_a_package_module_reruns_the_rules_that_use_it(smoke_run):
+    module = ROOT / "workflow" / "dlrepro" / "linreg.py"
+    stat = module.stat()
+    try:
+        os.utime(module, (time.time() + 5, time.time() + 5))
+        jobs = dry_run_jobs(smoke_run)
+    finally:
+        os.utime(module, (stat.st_atime, stat.st_mtime))
+    assert set(jobs) - {"report_summary"} == {"linreg_simulate", "linreg_check", "linreg_figure"}
+
+
+def _train_target(work: Path) -> str:
+    return "results/collapse/gpt2-tiny/seed0/gen0/model.pt"
+
+
+def test_killed_training_resumes_and_matches_uninterrupted(mirror, tmp_path):
+    """SIGKILL a training job mid-run; --rerun-incomplete resumes it from its checkpoint
+    and ends with exactly the weights and metrics of an uninterrupted run."""
+    env = {**os.environ, "DLREPRO_DATA_MIRROR": str(mirror)}
+    # more steps than the smoke preset, so there is time to kill it after a checkpoint
+    cfg = smoke_with(tmp_path, {"collapse": {"optim": {"epochs": 3.0}}, "stages": ["collapse"]})
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    for d in (full, killed):
+        d.mkdir()
+    snakemake(_train_target(full), *cfg, workdir=full, env={"DLREPRO_DATA_MIRROR": str(mirror)})
+
+    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(killed), _train_target(killed), *cfg]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ckpt = killed / "results/.checkpoints/collapse/gpt2-tiny/seed0/gen0/last.ckpt"
+    deadline = time.time() + 600
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert ckpt.exists(), "the training job never wrote a checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / _train_target(killed)).exists()  # no declared output left behind
+
+    # a killed snakemake leaves its lock behind; unlock, then rerun the incomplete job
+    snakemake("--unlock", *cfg, workdir=killed)
+    snakemake(_train_target(killed), "--rerun-incomplete", *cfg, workdir=killed,
+              env={"DLREPRO_DATA_MIRROR": str(mirror)})
+    log = (killed / "results/logs/collapse/gpt2-tiny/seed0/gen0_train.log").read_text()
+    assert "resumed at step" in log
+    import torch
+
+    a = torch.load(full / _train_target(full), weights_only=False)
+    b = torch.load(killed / _train_target(killed), weights_only=False)
+    sa, sb = a["state_dict"], b["state_dict"]
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not ckpt.parent.exists()  # checkpoints are removed once the outputs exist
