@@ -25,6 +25,7 @@ include: "workflow/rules/collapse.smk"
 include: "workflow/rules/vae.smk"
 include: "workflow/rules/conformers.smk"
 include: "workflow/rules/init.smk"
+include: "workflow/rules/report.smk"
 
 
 # the data stage prepares what the enabled stages need, plus data.prepare

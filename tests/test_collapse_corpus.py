@@ -240,3 +240,17 @@ def test_params_reject_unknown_keys():
         cli.LMParams.from_json(json.dumps({"optim": {"lr": -1}}))
     p = cli.LMParams.from_json(json.dumps({"name": "x", "optim": {"betas": [0.9, 0.99]}}))
     assert p.optim.betas == (0.9, 0.99) and p.model.arch == "gpt2"
+
+
+def test_a_corpus_of_mostly_empty_documents_is_an_error_and_writes_nothing(tmp_path):
+    manifest = make_dataset(tmp_path / "data")
+    real = corpus.real_pool(manifest)
+    docs = [np.zeros(0, dtype=np.int64)] * 6 + [np.array([3, 4], dtype=np.int64)] * 4
+    out = tmp_path / "synthetic1"
+    with pytest.raises(ValueError, match=r"6 empty documents out of 10.*nothing was written"):
+        corpus.write_synthetic_corpus(out, docs, real=real, generation=1, manifest={})
+    assert not out.exists() or not any(out.iterdir())
+    # a few empty documents are fine: a model may end a document at once
+    docs = [np.zeros(0, dtype=np.int64)] * 2 + [np.array([3, 4], dtype=np.int64)] * 8
+    man = corpus.write_synthetic_corpus(out, docs, real=real, generation=1, manifest={})
+    assert man["n_documents"] == 10 and man["n_document_tokens"] == 16

@@ -64,6 +64,12 @@ def test_validation_does_not_mutate_its_input():
         ({"compute": {"train_resources": {"mem_mb": 10}}}, r"'compute.train_resources.mem_mb': 10 is less than the minimum of 100"),
         ({"compute": {"accelerator": "tpu"}}, r"'compute.accelerator': 'tpu' is not one of"),
         ({"stages": ["data", "colapse"]}, r"'stages\[1\]': 'colapse' is not one of"),
+        ({"collapse": {"sampling": {"max_new_tokens": 4096}}},
+         r"'collapse.sampling.max_new_tokens': 4096 new tokens .* do not fit the context length"),
+        ({"collapse": {"policies": ["replace", "keep-best"]}}, r"'collapse.policies\[1\]': unknown policy 'keep-best'"),
+        ({"collapse": {"models": {"m": {"d_model": 100, "n_head": 3}}}}, r"'collapse.models.m.d_model': 100 is not divisible by n_head 3"),
+        ({"linreg": {"d": [50], "T": [40]}}, r"'linreg.T': T=40 with d=50 has no finite expected test error"),
+        ({"conformers": {"source": "geom"}}, r"'conformers.geom.rdkit_folder': null"),
     ],
 )
 def test_rejections_name_the_key_and_value(patch, message):

@@ -207,6 +207,10 @@ def synthetic_pool(corpus_dir: str | os.PathLike) -> Pool:
     )
 
 
+# a sampled corpus with more empty documents than this is an error, not a training set
+MAX_EMPTY_FRACTION = 0.5
+
+
 def write_synthetic_corpus(
     out_dir: str | os.PathLike, docs: list[np.ndarray], *, real: Pool, generation: int, manifest: dict
 ) -> dict:
@@ -217,6 +221,13 @@ def write_synthetic_corpus(
     seed, source model, diversity statistics) to the size and format fields set here.
     """
     out_dir = Path(out_dir)
+    n_empty = sum(1 for d in docs if len(d) == 0)
+    if not docs or n_empty > MAX_EMPTY_FRACTION * len(docs):
+        raise ValueError(
+            f"the sampled corpus for generation {generation} has {n_empty} empty documents out of "
+            f"{len(docs)} (more than {MAX_EMPTY_FRACTION:.0%}): the model emits end-of-text at "
+            "once; nothing was written (check the model, or the sampling temperature / top-k / top-p)"
+        )
     tokens = concatenate_documents(docs, real.eot_id, DTYPES[real.token_dtype])
     tokens_path = out_dir / "tokens.npy"
     save_npy(tokens_path, tokens)
