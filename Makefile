@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run smoke test report figures clean
+.PHONY: setup run smoke test report docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,15 @@ test: $(STAMP)
 
 clean:
 	rm -rf results/data results/logs results/.checkpoints .snakemake
+
+# Regenerate the README's pictures: the default preset's figures (after `make run`) and
+# the workflow's rule graph.
+docs: $(STAMP)
+	mkdir -p docs/figures
+	cp results/figures/*.png docs/figures/
+	{ echo '# Rule graph of the default preset'; echo; echo '```mermaid'; \
+	  $(VENV)/bin/snakemake --rulegraph mermaid-js 2>/dev/null; echo '```'; } > docs/rulegraph.md
+
+# Snakemake's self-contained HTML report of every figure (after a run).
+report: $(STAMP)
+	$(VENV)/bin/snakemake --profile profiles/cpu $(ARGS) --report results/report.html

@@ -12,7 +12,8 @@ import torch
 from torch.nn import functional as F
 
 from dlrepro.collapse import cli, corpus
-from dlrepro.collapse.lm import LanguageModel, TokenStream, evaluate_tokens, load_model
+from dlrepro.collapse.lm import TokenStream, evaluate_tokens, load_model
+from dlrepro.collapse.module import LanguageModel
 from dlrepro.io import read_json, save_npy
 from dlrepro.models.transformer import Transformer, TransformerConfig
 from test_collapse_corpus import EOT, VOCAB, make_dataset

@@ -261,7 +261,8 @@ def _write_spec(args, pools, shares, *, policy, generation, model, log) -> None:
 def cmd_train(args) -> int:
     import torch
 
-    from dlrepro.collapse.lm import LanguageModel, TokenStream, evaluate_tokens, resolve_device, save_model
+    from dlrepro.collapse.lm import TokenStream, evaluate_tokens, resolve_device, save_model
+    from dlrepro.collapse.module import LanguageModel
     from dlrepro.models.transformer import TransformerConfig
     from dlrepro.training import StepBatches, TrainSettings, fit, settings_dict, steps_for
 
