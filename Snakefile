@@ -25,6 +25,7 @@ include: "workflow/rules/collapse.smk"
 include: "workflow/rules/vae.smk"
 include: "workflow/rules/conformers.smk"
 include: "workflow/rules/init.smk"
+include: "workflow/rules/scaling.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -67,7 +67,7 @@ def test_validation_does_not_mutate_its_input():
         ({"collapse": {"sampling": {"max_new_tokens": 4096}}},
          r"'collapse.sampling.max_new_tokens': 4096 new tokens .* do not fit the context length"),
         ({"collapse": {"policies": ["replace", "keep-best"]}}, r"'collapse.policies\[1\]': unknown policy 'keep-best'"),
-        ({"collapse": {"models": {"m": {"d_model": 100, "n_head": 3}}}}, r"'collapse.models.m.d_model': 100 is not divisible by n_head 3"),
+        ({"collapse": {"models": [{"name": "m", "d_model": 100, "n_head": 3}]}}, r"'collapse.models.m.d_model': 100 is not divisible by n_head 3"),
         ({"linreg": {"d": [50], "T": [40]}}, r"'linreg.T': T=40 with d=50 has no finite expected test error"),
         ({"conformers": {"source": "geom"}}, r"'conformers.geom.rdkit_folder': null"),
     ],
@@ -90,3 +90,13 @@ def test_rejections_name_the_key_and_value(patch, message):
 def test_uint32_tokens_allow_a_large_vocab():
     out = validate_config({"data": {"text": {"vocab_size": 100_000, "token_dtype": "uint32"}}})
     assert out["data"]["text"]["vocab_size"] == 100_000
+
+
+def test_a_preset_replaces_the_model_list_whole():
+    from tests.test_config import merged as _merged
+
+    smoke = validate_config(_merged("smoke"))
+    assert [m["name"] for m in smoke["collapse"]["models"]] == ["gpt2-tiny"]
+    paper = validate_config(_merged("paper"))
+    assert [m["name"] for m in paper["collapse"]["models"]][0] == "gpt2-9m"
+    assert "gpt2-d64" not in [m["name"] for m in paper["collapse"]["models"]]

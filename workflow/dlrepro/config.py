@@ -106,7 +106,11 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
                     f"config key 'collapse.policies[{i}]': unknown policy {name!r}; "
                     f"known: {sorted(POLICIES)}"
                 )
-        for name, m in col["models"].items():
+        names = [m["name"] for m in col["models"]]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"config key 'collapse.models': model names must be unique, got {names}")
+        for m in col["models"]:
+            name = m["name"]
             if m["d_model"] % m["n_head"]:
                 raise ConfigError(
                     f"config key 'collapse.models.{name}.d_model': {m['d_model']} is not "
@@ -134,3 +138,10 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
                         f"config key 'linreg.T': T={T} with d={d} has no finite expected test "
                         f"error (ordinary least squares needs T > d + 1)"
                     )
+    sc = cfg.get("scaling")
+    sweep_model = sc["data_sweep"]["model"] if sc else None
+    if sweep_model is not None and col and sweep_model not in [m["name"] for m in col["models"]]:
+        raise ConfigError(
+            f"config key 'scaling.data_sweep.model': {sc['data_sweep']['model']!r} is not a model "
+            f"of collapse.models ({[m['name'] for m in col['models']]})"
+        )

@@ -16,6 +16,9 @@ if stage_on("collapse"):
     DATA_NEEDED.add(CC["dataset"])
 
 
+COL_MODELS = {m["name"]: {k: v for k, v in m.items() if k != "name"} for m in CC["models"]}
+
+
 def col_run(model, seed):
     return f"{COL}/{model}/seed{seed}"
 
@@ -25,7 +28,7 @@ def col_params(model, *sections):
     sampling change never retrains a model."""
     full = {
         "name": model,
-        "model": CC["models"][model],
+        "model": COL_MODELS[model],
         "optim": CC["optim"],
         "compute": compute_params(),
         "sampling": CC["sampling"],
@@ -53,7 +56,7 @@ def col_synthetic_dirs(wc):
 
 def col_all_models():
     out = []
-    for model in CC["models"]:
+    for model in COL_MODELS:
         for seed in CC["seeds"]:
             out.append(col_model(model, seed, None, 0))
             for policy in CC["policies"]:
@@ -226,7 +229,7 @@ rule collapse_evaluate:
     log:
         f"{LOGS}/{{path}}/eval.log",
     wildcard_constraints:
-        path=f"{COL}/.+",
+        path=f"({COL}|{RESULTS}/scaling/data)/.+",
     params:
         p=as_json({"eval": CC["eval"], "compute": compute_params()}),
     threads: TRAIN_THREADS

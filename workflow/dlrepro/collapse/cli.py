@@ -197,7 +197,16 @@ def _reject_unknown(d: dict, cls, where: str) -> None:
 def cmd_real_spec(args) -> int:
     log = get_logger("collapse", step="real-spec", seed=args.seed)
     real = corpus.real_pool(args.real)
-    shares = [policies.Share("real", np.arange(real.n_documents, dtype=np.int64))]
+    indices = np.arange(real.n_documents, dtype=np.int64)
+    if args.fraction is not None:
+        # a data-size sweep: a seeded uniform subset of the training documents
+        if not 0 < args.fraction <= 1:
+            raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}")
+        n = max(1, int(round(args.fraction * real.n_documents)))
+        rng = np.random.default_rng([args.seed, 0xF4AC])
+        indices = np.sort(rng.choice(real.n_documents, size=n, replace=False)).astype(np.int64)
+        log.info("subset: %d of %d documents (fraction %g)", n, real.n_documents, args.fraction)
+    shares = [policies.Share("real", indices)]
     _write_spec(args, [real], shares, policy="real", generation=0, model=None, log=log)
     return 0
 
@@ -460,7 +469,8 @@ def summary_table(evals: list[dict], specs: dict[str, dict]):
         row.update({k: spec["diversity"][k] for k in DIVERSITY_COLUMNS})
         rows.append(row)
     table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    key = ["dataset", "model", "policy", "generation", "seed"]
+    # train_documents tells apart the runs of a data-size sweep (subsets of the real split)
+    key = ["dataset", "model", "policy", "generation", "seed", "train_documents"]
     dup = table[table.duplicated(key, keep=False)]
     if len(dup):
         raise ValueError(f"several evals for the same {key}: {dup[key].to_dict('records')[:3]}")
@@ -510,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="diversity statistics on a seeded sample of this many documents (default: all)")
 
     p = sub.add_parser("real-spec", help="data spec of generation 0 (the real training split)")
+    p.add_argument("--fraction", type=float, default=None,
+                   help="train on a seeded uniform subset of this fraction of the documents")
     p.add_argument("--real", required=True, help="the data stage's manifest.json")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", required=True)
