@@ -67,7 +67,11 @@ def test_generation0_hyperparameter_reruns_all_of_collapse_and_nothing_else(smok
     jobs = dry_run_jobs(smoke_run, *smoke_with(tmp_path, {"collapse": {"optim": {"lr": 0.002}}}))
     assert jobs.get("collapse_train_gen0") == 1
     assert jobs.get("collapse_train") == 4  # 2 policies x 2 generations
-    assert {r for r in jobs if not r.startswith("collapse")} <= {"report_summary"}
+    # the scaling stage's data-size sweep trains the same model with the same settings
+    others = {r for r in jobs if not r.startswith("collapse")}
+    assert others <= {"report_summary", "scaling_data_train", "scaling_data_table", "scaling_fits",
+                      "scaling_figure"}, others
+    assert not any(r.startswith(("vae", "conformers", "linreg", "init", "prepare", "download")) for r in jobs)
 
 
 def test_editing_a_package_module_reruns_the_rules_that_use_it(smoke_run):
@@ -122,3 +126,19 @@ def test_killed_training_resumes_and_matches_uninterrupted(mirror, tmp_path):
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not ckpt.parent.exists()  # checkpoints are removed once the outputs exist
+
+
+def test_two_runs_from_scratch_give_byte_identical_tables(smoke_run, mirror, tmp_path):
+    """Determinism: a second run of the smoke preset (the stages that train and sample, plus
+    the closed-form and init simulations) reproduces the first run's tables byte for byte."""
+    second = tmp_path / "second"
+    second.mkdir()
+    stages = ["data", "linreg", "collapse", "init"]
+    snakemake(*smoke_with(tmp_path, {"stages": stages}), workdir=second,
+              env={"DLREPRO_DATA_MIRROR": str(mirror)})
+    tables = ["linreg/summary.csv", "collapse/summary.csv", "init/fluctuations.csv", "init/ntk.csv",
+              "init/training.csv", "data/tinyshakespeare/train.npy", "data/mnist/train_images.npy"]
+    for rel in tables:
+        a = (smoke_run / "results" / rel).read_bytes()
+        b = (second / "results" / rel).read_bytes()
+        assert a == b, f"{rel} differs between two runs of the same config"
