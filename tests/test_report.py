@@ -24,7 +24,8 @@ def test_every_figure_is_a_png_and_pdf_of_sensible_size(smoke_run):
     names = {p.stem for p in figures}
     expected = {"linreg_test_error", "collapse_test_loss", "vae_metrics", "vae_samples",
                 "conformers_metrics", "conformers_samples", "init_fluctuations", "init_ntk",
-                "init_training", "scaling_laws"}
+                "init_training", "scaling_laws", "width_curves", "width_lr_sweep",
+                "width_coord_check", "width_agreement", "width_ensembles"}
     assert expected <= names, expected - names
     for png in figures:
         w, h = png_size(png)
@@ -48,7 +49,8 @@ def test_html_report_contains_every_figure(smoke_run, tmp_path):
 def test_summary_has_every_stage_with_its_config(smoke_run):
     text = (smoke_run / "results" / "summary.md").read_text()
     for heading in ("## Linear regression", "## Language-model collapse", "## VAE on images",
-                    "## Molecule conformations", "## Init variants", "## Scaling laws"):
+                    "## Molecule conformations", "## Width variants", "## Init variants",
+                    "## Scaling laws"):
         assert heading in text
-    assert text.count("```yaml") >= 6
+    assert text.count("```yaml") >= 7
     assert "| gpt2-tiny | replace |" in text

@@ -145,3 +145,11 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
             f"config key 'scaling.data_sweep.model': {sc['data_sweep']['model']!r} is not a model "
             f"of collapse.models ({[m['name'] for m in col['models']]})"
         )
+    width = cfg.get("width")
+    if width and (width.get("mlp") or width.get("lm")):
+        from dlrepro.width.runs import StageParams
+
+        try:
+            StageParams.from_dict(width, where="width")
+        except ValueError as exc:
+            raise ConfigError(f"config key {exc}") from None

@@ -1,0 +1,224 @@
+"""Figures of the width stage, each drawn from one table only (PNG and PDF via dlrepro.style).
+
+- :func:`plot_curves`       ``curves.csv``: test loss vs step, one panel per (model, arm) and
+                            parametrization, one line per width (mean over seeds, min-max band).
+- :func:`plot_lr_sweep`     ``lr_sweep.csv``: final loss vs learning rate per width, one panel per
+                            (model, arm) and parametrization, and the optimal learning rate
+                            (``log2_lr_opt`` of :func:`~dlrepro.width.analysis.lr_optimum`) vs width.
+- :func:`plot_coord_check`  ``coord_check.csv``: :func:`dlrepro.parametrization.plot_coord_check`
+                            for one model.
+- :func:`plot_agreement`    ``agreement.csv``: top-1 agreement and relative distance to the widest
+                            width vs step, and output variance vs width at the last step with
+                            its log-log slope; online arm solid, offline dashed.
+- :func:`plot_ensembles`    ``ensembles.csv``: ensemble loss vs k at the last step, one line per
+                            width, the widest width's single network dashed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dlrepro import style
+from dlrepro.width.analysis import AGREEMENT_COLUMNS, ENSEMBLE_COLUMNS, lr_optimum, variance_slopes
+from dlrepro.width.runs import COORD_COLUMNS, CURVE_COLUMNS, LR_SWEEP_COLUMNS
+
+LABELS = {"sp": "SP", "ntk": "NTK", "mup": "μP"}
+ARM_STYLE = {"online": "-", "offline": "--"}
+ORDER = {"sp": 0, "ntk": 1, "mup": 2}
+
+
+def _check(table: pd.DataFrame, columns: list[str], what: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{what} table lacks columns {missing}")
+    if table.empty:
+        raise ValueError(f"{what} table is empty")
+
+
+def _width_colours(widths) -> dict[int, tuple]:
+    import seaborn as sns
+
+    widths = sorted(set(int(w) for w in widths))
+    return dict(zip(widths, sns.color_palette("viridis", len(widths))))
+
+
+def _width_legend(fig, colours: dict, extra: list[tuple[str, dict]] = ()) -> None:
+    """One legend for the whole figure: a line per width (and ``extra`` (label, style) lines)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, label=str(w)) for w, c in colours.items()]
+    handles += [Line2D([], [], label=label, **kw) for label, kw in extra]
+    fig.legend(handles=handles, title="width", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
+
+
+def _params(table: pd.DataFrame) -> list[str]:
+    return sorted(table["parametrization"].unique(), key=lambda p: ORDER.get(p, 9))
+
+
+def _panels(table: pd.DataFrame, extra_cols: int = 0):
+    """Axes for one row per (model, arm) and one column per parametrization (+ extra columns)."""
+    rows = list(table[["model", "arm"]].drop_duplicates().sort_values(["model", "arm"]).itertuples(index=False))
+    params = _params(table)
+    ncols = len(params) + extra_cols
+    fig, axes = style.subplots(len(rows) * ncols, ncols=ncols)
+    fig.set_layout_engine("tight")
+    return fig, axes, rows, params, ncols
+
+
+def plot_curves(table: pd.DataFrame, path: str | os.PathLike, y: str = "test_loss") -> list[Path]:
+    _check(table, CURVE_COLUMNS, "curves")
+    colours = _width_colours(table["width"])
+    fig, axes, rows, params, ncols = _panels(table)
+    for r, (model, arm) in enumerate(rows):
+        for c, param in enumerate(params):
+            ax = axes[r * ncols + c]
+            sub = table[(table["model"] == model) & (table["arm"] == arm) & (table["parametrization"] == param)]
+            if sub.empty:  # this parametrization was not run in this arm
+                ax.set_visible(False)
+                continue
+            stats = sub.groupby(["width", "step"])[y].agg(["mean", "min", "max"]).reset_index()
+            for width, g in stats.groupby("width"):
+                ax.plot(g["step"], g["mean"], color=colours[width], label=f"{width}")
+                ax.fill_between(g["step"], g["min"], g["max"], color=colours[width], alpha=0.2, lw=0)
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(left=0)
+            ax.set_title(f"{model} {arm}, {LABELS.get(param, param)}")
+            ax.set_xlabel("step")
+            if c == 0:
+                ax.set_ylabel(y.replace("_", " "))
+    _width_legend(fig, colours)
+    return style.save_figure(fig, path)
+
+
+def plot_lr_sweep(table: pd.DataFrame, path: str | os.PathLike, metric: str = "train_loss") -> list[Path]:
+    _check(table, LR_SWEEP_COLUMNS, "lr-sweep")
+    colours = _width_colours(table["width"])
+    optimum = lr_optimum(table, metric)
+    fig, axes, rows, params, ncols = _panels(table, extra_cols=1)
+    for r, (model, arm) in enumerate(rows):
+        here = table[(table["model"] == model) & (table["arm"] == arm)]
+        finite = here[metric][np.isfinite(here[metric]) & (here["diverged"] == 0)]
+        top = float(np.nanpercentile(finite, 90)) if len(finite) else None
+        for c, param in enumerate(params):
+            ax = axes[r * ncols + c]
+            sub = here[here["parametrization"] == param]
+            if sub.empty:
+                ax.set_visible(False)
+                continue
+            sub = sub[np.isfinite(sub[metric]) & (sub["diverged"] == 0)]
+            mean = sub.groupby(["width", "lr"])[metric].mean().reset_index()
+            for width, g in mean.groupby("width"):
+                ax.plot(g["lr"], g[metric], marker="o", ms=3, color=colours[width], label=f"{width}")
+                best = g.loc[g[metric].idxmin()]
+                ax.plot(best["lr"], best[metric], marker="*", ms=10, color=colours[width])
+            ax.set_xscale("log", base=2)
+            if top is not None and len(finite):
+                ax.set_ylim(float(finite.min()) - 0.05 * (top - float(finite.min())), top)
+            ax.set_title(f"{model} {arm}, {LABELS.get(param, param)}")
+            ax.set_xlabel("learning rate")
+            if c == 0:
+                ax.set_ylabel(f"final {metric.replace('_', ' ')}")
+        ax = axes[r * ncols + ncols - 1]
+        opt = optimum[(optimum["model"] == model) & (optimum["arm"] == arm)]
+        for param in params:
+            g = opt[opt["parametrization"] == param]
+            ax.plot(g["width"], 2.0 ** g["log2_lr_opt"], marker="o", color=style.color(param),
+                    label=LABELS.get(param, param))
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_title(f"{model} {arm}: optimal lr")
+        ax.set_xlabel("width")
+        ax.legend(fontsize="small")
+    _width_legend(fig, colours)
+    return style.save_figure(fig, path)
+
+
+def plot_coord_check(table: pd.DataFrame, path: str | os.PathLike, model: str = "mlp",
+                     step: int | None = None) -> list[Path]:
+    from dlrepro.parametrization import plot_coord_check as plot_table
+
+    _check(table, COORD_COLUMNS, "coordinate-check")
+    sub = table[table["model"] == model]
+    if sub.empty:
+        raise ValueError(f"no coordinate-check rows of model {model!r}; the table has {sorted(table['model'].unique())}")
+    return plot_table(sub.drop(columns="model"), path, step)
+
+
+def plot_agreement(table: pd.DataFrame, path: str | os.PathLike) -> list[Path]:
+    _check(table, AGREEMENT_COLUMNS, "agreement")
+    colours = _width_colours(table["width"])
+    slopes = variance_slopes(table)
+    groups = list(table[["model", "parametrization"]].drop_duplicates()
+                  .sort_values(["model", "parametrization"], key=lambda s: s.map(lambda v: ORDER.get(v, v)))
+                  .itertuples(index=False))
+    fig, axes = style.subplots(3 * len(groups), ncols=3)
+    fig.set_layout_engine("tight")
+    for r, (model, param) in enumerate(groups):
+        sub = table[(table["model"] == model) & (table["parametrization"] == param)]
+        name = f"{model}, {LABELS.get(param, param)}"
+        for arm, g_arm in sub.groupby("arm"):
+            ls = ARM_STYLE.get(arm, ":")
+            for width, g in g_arm[g_arm["width"] != g_arm["reference_width"]].groupby("width"):
+                axes[3 * r].plot(g["step"], g["top1_agreement"], ls=ls, color=colours[width])
+                axes[3 * r + 1].plot(g["step"], g["relative_distance"], ls=ls, color=colours[width])
+            last = g_arm[g_arm["step"] == g_arm["step"].max()].sort_values("width")
+            slope = slopes[(slopes["model"] == model) & (slopes["parametrization"] == param)
+                           & (slopes["arm"] == arm) & (slopes["step"] == last["step"].max())]
+            label = f"{arm}" + (f", slope {slope['slope'].iloc[0]:.2f}" if len(slope) else "")
+            axes[3 * r + 2].plot(last["width"], last["output_variance"], ls=ls, marker="o",
+                                 color=style.color(param), label=label)
+        axes[3 * r].set_title(f"{name}: top-1 agreement with widest")
+        axes[3 * r + 1].set_title(f"{name}: distance to widest")
+        _log_if_positive(axes[3 * r + 1], sub["relative_distance"])
+        for ax in axes[3 * r:3 * r + 2]:
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(left=0)
+            ax.set_xlabel("step")
+        ax = axes[3 * r + 2]
+        ax.set_xscale("log", base=2)
+        _log_if_positive(ax, sub["output_variance"])
+        ax.set_title(f"{name}: output variance (last step)")
+        ax.set_xlabel("width")
+        ax.legend(fontsize="small")
+    _width_legend(fig, colours, extra=[(arm, {"color": "k", "ls": ls}) for arm, ls in ARM_STYLE.items()])
+    return style.save_figure(fig, path)
+
+
+def _log_if_positive(ax, values: pd.Series) -> None:
+    """Log y-axis when there is something positive to show (one seed has no variance)."""
+    values = values[np.isfinite(values)]
+    if (values > 0).any():
+        ax.set_yscale("log")
+
+
+def plot_ensembles(table: pd.DataFrame, path: str | os.PathLike) -> list[Path]:
+    _check(table, ENSEMBLE_COLUMNS, "ensembles")
+    colours = _width_colours(table["width"])
+    last = table[table["step"] == table.groupby(["model", "arm", "parametrization"])["step"].transform("max")]
+    fig, axes, rows, params, ncols = _panels(last)
+    for r, (model, arm) in enumerate(rows):
+        for c, param in enumerate(params):
+            ax = axes[r * ncols + c]
+            sub = last[(last["model"] == model) & (last["arm"] == arm) & (last["parametrization"] == param)]
+            if sub.empty:
+                ax.set_visible(False)
+                continue
+            for width, g in sub.groupby("width"):
+                ax.plot(g["k"], g["loss"], marker="o", color=colours[width], label=str(width))
+            if len(sub):
+                widest = sub[(sub["width"] == sub["width"].max()) & (sub["k"] == 1)]["loss"]
+                ax.axhline(float(widest.iloc[0]), color="k", ls="--", lw=1, label="widest, k=1")
+            ax.set_title(f"{model} {arm}, {LABELS.get(param, param)}")
+            ax.set_xlabel("networks in ensemble (k)")
+            if c == 0:
+                ax.set_ylabel("probe loss of ensemble")
+    _width_legend(fig, colours, extra=[("widest, k=1", {"color": "k", "ls": "--"})])
+    return style.save_figure(fig, path)
+
+
+PLOTS = {"curves": plot_curves, "lr_sweep": plot_lr_sweep, "coord_check": plot_coord_check,
+         "agreement": plot_agreement, "ensembles": plot_ensembles}
