@@ -22,7 +22,7 @@ def width_cells():
         if not section:
             continue
         for arm, names in section["arms"].items():
-            for param in names or WC["parametrizations"]:
+            for param in WC["parametrizations"] if names is None else names:
                 for w in section["widths"]:
                     cells.append(f"{WIDTH}/cells/{model}/{arm}/{param}/w{w}")
     return cells
