@@ -15,17 +15,19 @@ def default_config() -> dict:
     return yaml.safe_load((ROOT / "config.yaml").read_text())
 
 
+def deep_update(base: dict, over: dict) -> dict:
+    """Update ``base`` by ``over`` the way Snakemake merges configs (dicts recursively)."""
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
 def merged(preset: str) -> dict:
     """config.yaml updated by a preset, the way Snakemake merges --configfile."""
-    def update(base, over):
-        for k, v in over.items():
-            if isinstance(v, dict) and isinstance(base.get(k), dict):
-                update(base[k], v)
-            else:
-                base[k] = v
-        return base
-
-    return update(default_config(), yaml.safe_load((PRESETS / f"{preset}.yaml").read_text()))
+    return deep_update(default_config(), yaml.safe_load((PRESETS / f"{preset}.yaml").read_text()))
 
 
 @pytest.mark.parametrize("preset", ["default", "smoke", "paper"])
@@ -73,16 +75,7 @@ def test_validation_does_not_mutate_its_input():
     ],
 )
 def test_rejections_name_the_key_and_value(patch, message):
-    cfg = copy.deepcopy(default_config())
-
-    def update(base, over):
-        for k, v in over.items():
-            if isinstance(v, dict) and isinstance(base.get(k), dict):
-                update(base[k], v)
-            else:
-                base[k] = v
-
-    update(cfg, patch)
+    cfg = deep_update(copy.deepcopy(default_config()), patch)
     with pytest.raises(ConfigError, match=message):
         validate_config(cfg)
 
@@ -93,10 +86,8 @@ def test_uint32_tokens_allow_a_large_vocab():
 
 
 def test_a_preset_replaces_the_model_list_whole():
-    from tests.test_config import merged as _merged
-
-    smoke = validate_config(_merged("smoke"))
+    smoke = validate_config(merged("smoke"))
     assert [m["name"] for m in smoke["collapse"]["models"]] == ["gpt2-tiny"]
-    paper = validate_config(_merged("paper"))
+    paper = validate_config(merged("paper"))
     assert [m["name"] for m in paper["collapse"]["models"]][0] == "gpt2-9m"
     assert "gpt2-d64" not in [m["name"] for m in paper["collapse"]["models"]]

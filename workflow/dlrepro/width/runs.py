@@ -122,13 +122,15 @@ def _require(ok: bool, where: str, value) -> None:
 class TrainParams:
     """Training settings shared by both tasks (the ``train`` block of a model's config)."""
 
+    # defaults: the MLP at the scale measured for the default preset (base-width optimum of
+    # Adam's lr about 0.018 after 150 steps; SP's optimum at width 512 about 0.009)
     base_width: int = 64
     batch_size: int = 64
-    steps: int = 200
-    warmup_steps: int = 20
+    steps: int = 150
+    warmup_steps: int = 15
     min_lr_ratio: float = 0.1
-    lr: dict = field(default_factory=lambda: {"sp": 4e-3, "ntk": 4e-3, "mup": 4e-3})
-    lr_log2_grid: list = field(default_factory=lambda: [-4, -3, -2, -1, 0, 1])
+    lr: dict = field(default_factory=lambda: {"sp": 0.016, "ntk": 0.016, "mup": 0.016})
+    lr_log2_grid: list = field(default_factory=lambda: [-3, -2, -1, 0, 1, 2])
     seeds: list = field(default_factory=lambda: [0, 1, 2])
     lr_sweep_seeds: list = field(default_factory=lambda: [0])
     weight_decay: float = 0.0
@@ -137,11 +139,11 @@ class TrainParams:
     init_std: float | None = None  # std of every weight at the base width; None: 1/sqrt(fan_in)
     output_mult: float = 1.0  # readout multiplier at the base width
     gradient_clip_val: float | None = None
-    n_offline: int = 512  # offline arm: training items (images / windows) in the fixed subset
-    n_test: int = 2000  # test items for test_loss
-    n_train_eval: int = 1000  # training items for train_loss
+    n_offline: int = 256  # offline arm: training items (images / windows) in the fixed subset
+    n_test: int = 1000  # test items for test_loss
+    n_train_eval: int = 500  # training items for train_loss
     n_probe: int = 500  # probe items (the first test items) whose logits are saved
-    eval_points: int = 10  # log-spaced evaluation steps (0 and the last included)
+    eval_points: int = 8  # log-spaced evaluation steps (0 and the last included)
     data_seed: int = 0  # the offline subset
     compute: dict = field(default_factory=dict)  # TrainSettings fields (dlrepro.training)
 
@@ -224,11 +226,17 @@ class MLPParams(TrainParams):
 class LMParams(TrainParams):
     base_width: int = 32
     batch_size: int = 8
+    steps: int = 80
+    warmup_steps: int = 8
+    lr: dict = field(default_factory=lambda: {"sp": 0.02, "ntk": 0.02, "mup": 0.02})
+    lr_log2_grid: list = field(default_factory=lambda: [-2, -1, 0, 1])
+    seeds: list = field(default_factory=lambda: [0, 1])
+    eval_points: int = 6
     init_std: float | None = 0.02
     betas: list = field(default_factory=lambda: [0.9, 0.95])
     n_offline: int = 64
-    n_test: int = 64
-    n_train_eval: int = 64
+    n_test: int = 32
+    n_train_eval: int = 32
     n_probe: int = 1
     n_layer: int = 2
     head_dim: int = 16
