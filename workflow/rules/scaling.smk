@@ -29,7 +29,7 @@ def sc_spec():
         sweeps.append(
             {"name": "width", "csv": f"{RESULTS}/width/curves.csv", "x": "n_params", "y": "test_loss",
              "group": "parametrization", "seed_column": "seed", "prepare": "width_sweep",
-             "filter": {"model": SC["width_model"]}}
+             "filter": {"model": SC["width_model"], "arm": "online"}}
         )
     return {**fit, "sweeps": sweeps}
 
