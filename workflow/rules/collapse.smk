@@ -9,59 +9,8 @@
 #   <policy>/gen<g>/{data.json, data.indices.npy, model.pt, train_metrics.json, eval.json}
 #   <policy>/synthetic<g>/{tokens.npy, manifest.json}                 g >= 2 (from gen g-1)
 
-COL = f"{RESULTS}/collapse"
-CC = config["collapse"]
-COL_DATA = f"{DATA}/{CC['dataset']}"
 if stage_on("collapse"):
     DATA_NEEDED.add(CC["dataset"])
-
-
-COL_MODELS = {m["name"]: {k: v for k, v in m.items() if k != "name"} for m in CC["models"]}
-
-
-def col_run(model, seed):
-    return f"{COL}/{model}/seed{seed}"
-
-
-def col_params(model, *sections):
-    """The --params of a collapse command: only the sections it reads, so that e.g. a
-    sampling change never retrains a model."""
-    full = {
-        "name": model,
-        "model": COL_MODELS[model],
-        "optim": CC["optim"],
-        "compute": compute_params(),
-        "sampling": CC["sampling"],
-        "eval": CC["eval"],
-    }
-    return as_json({k: full[k] for k in ("name", *sections)})
-
-
-def col_model(model, seed, policy, gen):
-    gen = int(gen)
-    run = col_run(model, seed)
-    return f"{run}/gen0/model.pt" if gen == 0 else f"{run}/{policy}/gen{gen}/model.pt"
-
-
-def col_synthetic(model, seed, policy, gen):
-    """The corpus sampled from the model of generation gen - 1 on this policy's chain."""
-    gen = int(gen)
-    run = col_run(model, seed)
-    return f"{run}/synthetic1" if gen == 1 else f"{run}/{policy}/synthetic{gen}"
-
-
-def col_synthetic_dirs(wc):
-    return [col_synthetic(wc.model, wc.seed, wc.policy, g) for g in range(1, int(wc.gen) + 1)]
-
-
-def col_all_models():
-    out = []
-    for model in COL_MODELS:
-        for seed in CC["seeds"]:
-            out.append(col_model(model, seed, None, 0))
-            for policy in CC["policies"]:
-                out += [col_model(model, seed, policy, g) for g in range(1, CC["generations"] + 1)]
-    return out
 
 
 wildcard_constraints:

@@ -1,6 +1,7 @@
 # Helpers and config validation shared by every stage. Included first by the Snakefile.
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -56,6 +57,19 @@ def code(*modules):
     """The package source files a command imports: listed as a rule's inputs, so editing a
     module reruns exactly the rules whose command uses it (mtime trigger)."""
     return module_sources(*[f"dlrepro.{m}" for m in modules])
+
+
+def run_seed(run):
+    """The seed of a run folder (``.../seed<s>/...``)."""
+    return re.search(r"seed(\d+)", run).group(1)
+
+
+def run_tag(run):
+    """``--policy P --generation G`` of a run folder ``gen0`` or ``<policy>/gen<g>``."""
+    if run == "gen0":
+        return "--policy real --generation 0"
+    policy, gen = Path(run).parts[0], re.search(r"gen(\d+)$", run).group(1)
+    return f"--policy {policy} --generation {gen}"
 
 
 def stage_on(name):
@@ -145,3 +159,219 @@ def prepared(dataset):
 
 # data sets to prepare: config data.prepare plus what each enabled stage adds
 DATA_NEEDED = set(config["data"]["prepare"])
+
+
+# ---- linreg stage helpers --------------------------------------------------
+LINREG = f"{RESULTS}/linreg"
+
+
+# ---- collapse stage helpers ------------------------------------------------
+COL = f"{RESULTS}/collapse"
+CC = config["collapse"]
+COL_DATA = f"{DATA}/{CC['dataset']}"
+COL_MODELS = {m["name"]: {k: v for k, v in m.items() if k != "name"} for m in CC["models"]}
+
+
+def col_run(model, seed):
+    return f"{COL}/{model}/seed{seed}"
+
+
+def col_params(model, *sections):
+    """The --params of a collapse command: only the sections it reads, so that e.g. a
+    sampling change never retrains a model."""
+    full = {
+        "name": model,
+        "model": COL_MODELS[model],
+        "optim": CC["optim"],
+        "compute": compute_params(),
+        "sampling": CC["sampling"],
+        "eval": CC["eval"],
+    }
+    return as_json({k: full[k] for k in ("name", *sections)})
+
+
+def col_model(model, seed, policy, gen):
+    gen = int(gen)
+    run = col_run(model, seed)
+    return f"{run}/gen0/model.pt" if gen == 0 else f"{run}/{policy}/gen{gen}/model.pt"
+
+
+def col_synthetic(model, seed, policy, gen):
+    """The corpus sampled from the model of generation gen - 1 on this policy's chain."""
+    gen = int(gen)
+    run = col_run(model, seed)
+    return f"{run}/synthetic1" if gen == 1 else f"{run}/{policy}/synthetic{gen}"
+
+
+def col_synthetic_dirs(wc):
+    return [col_synthetic(wc.model, wc.seed, wc.policy, g) for g in range(1, int(wc.gen) + 1)]
+
+
+def col_all_models():
+    out = []
+    for model in COL_MODELS:
+        for seed in CC["seeds"]:
+            out.append(col_model(model, seed, None, 0))
+            for policy in CC["policies"]:
+                out += [col_model(model, seed, policy, g) for g in range(1, CC["generations"] + 1)]
+    return out
+
+
+# ---- vae stage helpers -----------------------------------------------------
+VC = config["vae"]
+VAE = f"{RESULTS}/vae"
+VAE_DATA = f"{DATA}/mnist"
+def vae_params(section):
+    c = compute_params()
+    if section in ("train", "classifier"):
+        return as_json({**VC[section], "compute": c})
+    return as_json({**VC[section], "num_threads": c["num_threads"]})
+
+
+def vae_run(seed, policy, gen):
+    gen = int(gen)
+    return f"{VAE}/seed{seed}/gen0" if gen == 0 else f"{VAE}/seed{seed}/{policy}/gen{gen}"
+
+
+def vae_pools(wc):
+    """Sample dirs of this chain's generations 0..g-1: the synthetic pools 1..g."""
+    return [f"{vae_run(wc.seed, wc.policy, k)}/samples" for k in range(int(wc.gen))]
+
+
+def vae_runs():
+    out = []
+    for seed in VC["seeds"]:
+        out.append(vae_run(seed, None, 0))
+        for policy in VC["policies"]:
+            out += [vae_run(seed, policy, g) for g in range(1, VC["generations"] + 1)]
+    return out
+
+
+def vae_grid_sets():
+    seed = VC["seeds"][0]
+    return [f"{vae_run(seed, None, 0)}/samples"] + [
+        f"{vae_run(seed, p, g)}/samples" for p in VC["policies"] for g in range(1, VC["generations"] + 1)
+    ]
+
+
+# ---- conformers stage helpers ----------------------------------------------
+CF = config["conformers"]
+CONF = f"{RESULTS}/conformers"
+CONF_DATA = f"{DATA}/conformers"
+def cf_params(*sections):
+    c = config["compute"]
+    full = {
+        "train": {**CF["train"], "compute": compute_params()},
+        "sample": {**CF["sample"], "accelerator": c["accelerator"], "num_threads": compute_params()["num_threads"]},
+        "eval": {**CF["eval"], "accelerator": c["accelerator"], "num_threads": compute_params()["num_threads"]},
+    }
+    (section,) = sections
+    return as_json(full[section])
+
+
+def cf_model(seed, policy, gen):
+    gen = int(gen)
+    return f"{CONF}/seed{seed}/gen0/model.pt" if gen == 0 else f"{CONF}/seed{seed}/{policy}/gen{gen}/model.pt"
+
+
+def cf_synthetic(seed, policy, gen):
+    gen = int(gen)
+    return f"{CONF}/seed{seed}/synthetic1" if gen == 1 else f"{CONF}/seed{seed}/{policy}/synthetic{gen}"
+
+
+def cf_synthetic_dirs(wc):
+    return [cf_synthetic(wc.seed, wc.policy, g) for g in range(1, int(wc.gen) + 1)]
+
+
+def cf_evals():
+    out = []
+    for seed in CF["seeds"]:
+        out.append(f"{CONF}/seed{seed}/gen0/eval.json")
+        for policy in CF["policies"]:
+            out += [f"{CONF}/seed{seed}/{policy}/gen{g}/eval.json" for g in range(1, CF["generations"] + 1)]
+    return out
+
+
+def cf_sample_sets():
+    """Synthetic sets 1..G of the first seed, per policy: samples of generations 0..G-1."""
+    seed = CF["seeds"][0]
+    return [
+        cf_synthetic(seed, policy, g)
+        for policy in CF["policies"]
+        for g in range(1, CF["generations"] + 1)
+    ]
+
+
+# ---- width stage helpers ---------------------------------------------------
+WC = config["width"]
+WIDTH = f"{RESULTS}/width"
+WIDTH_TEXT = config["collapse"]["dataset"]
+WIDTH_DATA = {"mlp": f"{DATA}/mnist", "lm": f"{DATA}/{WIDTH_TEXT}"}
+def width_cells():
+    cells = []
+    for model in ("mlp", "lm"):
+        section = WC.get(model)
+        if not section:
+            continue
+        for arm, names in section["arms"].items():
+            for param in WC["parametrizations"] if names is None else names:
+                for w in section["widths"]:
+                    cells.append(f"{WIDTH}/cells/{model}/{arm}/{param}/w{w}")
+    return cells
+
+
+def width_train_params(model):
+    return as_json({**WC[model]["train"], "compute": {"num_threads": compute_params()["num_threads"]}})
+
+
+# ---- init stage helpers ----------------------------------------------------
+IC = config["init"]
+INIT = f"{RESULTS}/init"
+INIT_DATA = f"{DATA}/{IC['dataset']}"
+def init_params(section):
+    device = "cuda" if config["compute"]["accelerator"] == "gpu" else "cpu"
+    extra = {"seed": config["seed"]} if section != "training" else {}
+    return as_json({**IC[section], **extra, "device": device})
+
+
+# ---- scaling stage helpers -------------------------------------------------
+SC = config["scaling"]
+SCALING = f"{RESULTS}/scaling"
+SC_MODEL = SC["data_sweep"]["model"] or CC["models"][0]["name"]
+
+
+def sc_runs():
+    return [
+        f"{SCALING}/data/{SC_MODEL}/frac{f}/seed{s}"
+        for f in SC["data_sweep"]["fractions"]
+        for s in SC["data_sweep"]["seeds"]
+    ]
+
+
+def sc_spec():
+    fit = {k: v for k, v in SC["fit"].items()}
+    sweeps = [
+        {"name": "data", "csv": f"{SCALING}/data_sweep.csv", "x": "train_tokens", "y": "test_loss",
+         "seed_column": "seed"}
+    ]
+    if stage_on("width"):
+        sweeps.append(
+            {"name": "width", "csv": f"{RESULTS}/width/curves.csv", "x": "n_params", "y": "test_loss",
+             "group": "parametrization", "seed_column": "seed", "prepare": "width_sweep",
+             "filter": {"model": SC["width_model"], "arm": "online"}}
+        )
+    return {**fit, "sweeps": sweeps}
+
+
+# ---- report stage helpers --------------------------------------------------
+def summary_inputs():
+    tables = {
+        "linreg": f"{RESULTS}/linreg/check.json",
+        "collapse": f"{RESULTS}/collapse/summary.csv",
+        "vae": f"{RESULTS}/vae/summary.csv",
+        "conformers": f"{RESULTS}/conformers/summary.csv",
+        "width": f"{RESULTS}/width/lr_optimum.csv",
+        "init": f"{RESULTS}/init/slopes.csv",
+        "scaling": f"{RESULTS}/scaling/fits.csv",
+    }
+    return {k: v for k, v in tables.items() if stage_on(k)}

@@ -10,45 +10,8 @@
 # results/conformers/seed<seed>/<policy>/gen<g>/{mix.json, model.pt, train_metrics.json, eval.json}
 # results/conformers/seed<seed>/<policy>/synthetic<g>/                  g >= 2
 
-CF = config["conformers"]
-CONF = f"{RESULTS}/conformers"
-CONF_DATA = f"{DATA}/conformers"
 if stage_on("conformers") and CF["source"] == "moses":
     DATA_NEEDED.add("moses")
-
-
-def cf_params(*sections):
-    c = config["compute"]
-    full = {
-        "train": {**CF["train"], "compute": compute_params()},
-        "sample": {**CF["sample"], "accelerator": c["accelerator"], "num_threads": compute_params()["num_threads"]},
-        "eval": {**CF["eval"], "accelerator": c["accelerator"], "num_threads": compute_params()["num_threads"]},
-    }
-    (section,) = sections
-    return as_json(full[section])
-
-
-def cf_model(seed, policy, gen):
-    gen = int(gen)
-    return f"{CONF}/seed{seed}/gen0/model.pt" if gen == 0 else f"{CONF}/seed{seed}/{policy}/gen{gen}/model.pt"
-
-
-def cf_synthetic(seed, policy, gen):
-    gen = int(gen)
-    return f"{CONF}/seed{seed}/synthetic1" if gen == 1 else f"{CONF}/seed{seed}/{policy}/synthetic{gen}"
-
-
-def cf_synthetic_dirs(wc):
-    return [cf_synthetic(wc.seed, wc.policy, g) for g in range(1, int(wc.gen) + 1)]
-
-
-def cf_evals():
-    out = []
-    for seed in CF["seeds"]:
-        out.append(f"{CONF}/seed{seed}/gen0/eval.json")
-        for policy in CF["policies"]:
-            out += [f"{CONF}/seed{seed}/{policy}/gen{g}/eval.json" for g in range(1, CF["generations"] + 1)]
-    return out
 
 
 rule conformers_prepare:
@@ -233,9 +196,7 @@ rule conformers_evaluate:
         run=r"gen0|[^/]+/gen\d+",
     params:
         p=cf_params("eval"),
-        tag=lambda wc: "--policy real --generation 0"
-        if wc.run == "gen0"
-        else f"--policy {wc.run.split('/')[0]} --generation {wc.run.split('gen')[-1]}",
+        tag=lambda wc: run_tag(wc.run),
     threads: TRAIN_THREADS
     resources:
         **TRAIN_RESOURCES,
@@ -245,16 +206,6 @@ rule conformers_evaluate:
         "python -m dlrepro conformers evaluate --params {params.p:q} --model {input.model:q} "
         "--real-dir $(dirname {input.real:q}) --out {output:q} {params.tag} "
         "--seed {wildcards.seed} 2> {log:q}"
-
-
-def cf_sample_sets():
-    """Synthetic sets 1..G of the first seed, per policy: samples of generations 0..G-1."""
-    seed = CF["seeds"][0]
-    return [
-        cf_synthetic(seed, policy, g)
-        for policy in CF["policies"]
-        for g in range(1, CF["generations"] + 1)
-    ]
 
 
 rule conformers_summary:

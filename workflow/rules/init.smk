@@ -2,17 +2,8 @@
 # weights in deep tanh networks at criticality. Fluctuations and the NTK at initialisation
 # are vectorised over thousands of draws; full-batch gradient descent on images.
 
-IC = config["init"]
-INIT = f"{RESULTS}/init"
-INIT_DATA = f"{DATA}/{IC['dataset']}"
 if stage_on("init"):
     DATA_NEEDED.add(IC["dataset"])
-
-
-def init_params(section):
-    device = "cuda" if config["compute"]["accelerator"] == "gpu" else "cpu"
-    extra = {"seed": config["seed"]} if section != "training" else {}
-    return as_json({**IC[section], **extra, "device": device})
 
 
 rule init_fluctuations:

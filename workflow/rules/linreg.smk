@@ -1,9 +1,6 @@
 # Linear regression fit on its own outputs: replace vs accumulate, simulated and checked
 # against the exact closed forms (dlrepro.linreg). Runs in seconds.
 
-LINREG = f"{RESULTS}/linreg"
-
-
 rule linreg_simulate:
     """Simulate the (d, T, sigma) grid for both policies; tidy summary with theory columns."""
     input:

@@ -3,19 +3,6 @@
 # with `snakemake --report results/report.html`; see README.)
 
 
-def summary_inputs():
-    tables = {
-        "linreg": f"{RESULTS}/linreg/check.json",
-        "collapse": f"{RESULTS}/collapse/summary.csv",
-        "vae": f"{RESULTS}/vae/summary.csv",
-        "conformers": f"{RESULTS}/conformers/summary.csv",
-        "width": f"{RESULTS}/width/lr_optimum.csv",
-        "init": f"{RESULTS}/init/slopes.csv",
-        "scaling": f"{RESULTS}/scaling/fits.csv",
-    }
-    return {k: v for k, v in tables.items() if stage_on(k)}
-
-
 rule report_summary:
     """results/summary.md: each stage's headline numbers beside its config."""
     input:

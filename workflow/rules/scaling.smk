@@ -6,34 +6,6 @@
 # results/scaling/data/<model>/frac<f>/seed<s>/{data.json, model.pt, eval.json}
 # results/scaling/{data_sweep.csv, fits.csv, fits.json, predictions.csv}
 
-SC = config["scaling"]
-SCALING = f"{RESULTS}/scaling"
-SC_MODEL = SC["data_sweep"]["model"] or CC["models"][0]["name"]
-
-
-def sc_runs():
-    return [
-        f"{SCALING}/data/{SC_MODEL}/frac{f}/seed{s}"
-        for f in SC["data_sweep"]["fractions"]
-        for s in SC["data_sweep"]["seeds"]
-    ]
-
-
-def sc_spec():
-    fit = {k: v for k, v in SC["fit"].items()}
-    sweeps = [
-        {"name": "data", "csv": f"{SCALING}/data_sweep.csv", "x": "train_tokens", "y": "test_loss",
-         "seed_column": "seed"}
-    ]
-    if stage_on("width"):
-        sweeps.append(
-            {"name": "width", "csv": f"{RESULTS}/width/curves.csv", "x": "n_params", "y": "test_loss",
-             "group": "parametrization", "seed_column": "seed", "prepare": "width_sweep",
-             "filter": {"model": SC["width_model"], "arm": "online"}}
-        )
-    return {**fit, "sweeps": sweeps}
-
-
 rule scaling_data_spec:
     """A seeded subset (fraction f) of the real training documents."""
     input:

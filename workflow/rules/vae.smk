@@ -6,37 +6,8 @@
 # results/vae/seed<s>/gen0/{model.pt, train_metrics.json, samples/, eval.json}
 # results/vae/seed<s>/<policy>/gen<g>/{mix.json, mix.indices.npy, model.pt, train_metrics.json, samples/, eval.json}
 
-VC = config["vae"]
-VAE = f"{RESULTS}/vae"
-VAE_DATA = f"{DATA}/mnist"
 if stage_on("vae"):
     DATA_NEEDED.add("mnist")
-
-
-def vae_params(section):
-    c = compute_params()
-    if section in ("train", "classifier"):
-        return as_json({**VC[section], "compute": c})
-    return as_json({**VC[section], "num_threads": c["num_threads"]})
-
-
-def vae_run(seed, policy, gen):
-    gen = int(gen)
-    return f"{VAE}/seed{seed}/gen0" if gen == 0 else f"{VAE}/seed{seed}/{policy}/gen{gen}"
-
-
-def vae_pools(wc):
-    """Sample dirs of this chain's generations 0..g-1: the synthetic pools 1..g."""
-    return [f"{vae_run(wc.seed, wc.policy, k)}/samples" for k in range(int(wc.gen))]
-
-
-def vae_runs():
-    out = []
-    for seed in VC["seeds"]:
-        out.append(vae_run(seed, None, 0))
-        for policy in VC["policies"]:
-            out += [vae_run(seed, policy, g) for g in range(1, VC["generations"] + 1)]
-    return out
 
 
 rule vae_classifier:
@@ -151,7 +122,7 @@ rule vae_sample:
         run=f"{VAE}/seed\\d+(/[^/]+)?/gen\\d+",
     params:
         p=vae_params("sample"),
-        seed=lambda wc: wc.run.split("/seed")[1].split("/")[0],
+        seed=lambda wc: run_seed(wc.run),
     threads: TRAIN_THREADS
     resources:
         **TRAIN_RESOURCES,
@@ -231,13 +202,6 @@ rule vae_figure:
     shell:
         "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro vae plot --csv {input.csv:q} "
         "--out $(dirname {output.png:q})/vae_metrics 2> {log:q}"
-
-
-def vae_grid_sets():
-    seed = VC["seeds"][0]
-    return [f"{vae_run(seed, None, 0)}/samples"] + [
-        f"{vae_run(seed, p, g)}/samples" for p in VC["policies"] for g in range(1, VC["generations"] + 1)
-    ]
 
 
 rule vae_grid:

@@ -6,30 +6,9 @@
 # results/width/cells/<model>/<arm>/<parametrization>/w<width>/{curves.csv, lr_sweep.csv, probe_logits.npy, probe_labels.npy, meta.json}
 # results/width/{curves.csv, lr_sweep.csv, lr_optimum.csv, coord_check.csv, agreement.csv, variance_slopes.csv, ensembles.csv}
 
-WC = config["width"]
-WIDTH = f"{RESULTS}/width"
-WIDTH_TEXT = config["collapse"]["dataset"]
-WIDTH_DATA = {"mlp": f"{DATA}/mnist", "lm": f"{DATA}/{WIDTH_TEXT}"}
 if stage_on("width"):
     DATA_NEEDED.update(["mnist"] if WC.get("mlp") else [])
     DATA_NEEDED.update([WIDTH_TEXT] if WC.get("lm") else [])
-
-
-def width_cells():
-    cells = []
-    for model in ("mlp", "lm"):
-        section = WC.get(model)
-        if not section:
-            continue
-        for arm, names in section["arms"].items():
-            for param in WC["parametrizations"] if names is None else names:
-                for w in section["widths"]:
-                    cells.append(f"{WIDTH}/cells/{model}/{arm}/{param}/w{w}")
-    return cells
-
-
-def width_train_params(model):
-    return as_json({**WC[model]["train"], "compute": {"num_threads": compute_params()["num_threads"]}})
 
 
 CELL_FILES = ["curves.csv", "lr_sweep.csv", "probe_logits.npy", "probe_labels.npy", "meta.json"]
