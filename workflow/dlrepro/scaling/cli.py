@@ -155,19 +155,26 @@ class ScalingParams:
 
 
 def load_sweep_table(sweep: SweepSpec) -> pd.DataFrame:
-    """Read, prepare and filter the table of one sweep; check its columns."""
+    """Read, filter and prepare the table of one sweep; check its columns.
+
+    The filter applies to the raw table (before ``prepare``, which keeps only the columns
+    it needs), so it may select on any column of the CSV."""
     table = pd.read_csv(sweep.csv)
-    if sweep.prepare:
-        table = PREPARERS[sweep.prepare](table, y=sweep.y)
-    needed = sweep.x_columns + [sweep.y] + [c for c in (sweep.group, sweep.seed_column) if c] + list(sweep.filter)
-    missing = [c for c in needed if c not in table.columns]
+    missing = [c for c in sweep.filter if c not in table.columns]
     if missing:
-        raise ValueError(f"sweep {sweep.name!r}: {sweep.csv} lacks column(s) {missing}; has {list(table.columns)}")
+        raise ValueError(f"sweep {sweep.name!r}: {sweep.csv} lacks filter column(s) {missing}; "
+                         f"has {list(table.columns)}")
     for column, value in sweep.filter.items():
         values = value if isinstance(value, list) else [value]
         table = table[table[column].isin(values)]
     if table.empty:
         raise ValueError(f"sweep {sweep.name!r}: no rows left after filter {sweep.filter}")
+    if sweep.prepare:
+        table = PREPARERS[sweep.prepare](table, y=sweep.y)
+    needed = sweep.x_columns + [sweep.y] + [c for c in (sweep.group, sweep.seed_column) if c]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"sweep {sweep.name!r}: {sweep.csv} lacks column(s) {missing}; has {list(table.columns)}")
     return table
 
 
