@@ -35,6 +35,22 @@ if stage_on("data"):
     TARGETS.extend(prepared(ds) for ds in sorted(DATA_NEEDED) if ds != "moses")
 
 
+# Bookkeeping rules that take seconds and little memory at any scale: a cluster executor
+# runs them on the submitting node instead of queueing a job for each (the downloads are
+# local rules too: compute nodes may have no internet). Data preparation, simulations,
+# fits, training, sampling and evaluation are submitted.
+localrules:
+    all,
+    linreg_check, linreg_figure,
+    collapse_real_spec, collapse_mix, collapse_summary, collapse_figure,
+    vae_mix, vae_summary, vae_figure, vae_grid,
+    conformers_mix, conformers_summary, conformers_figure, conformers_drawing,
+    width_merge, width_agreement, width_ensembles, width_figure,
+    init_slopes, init_figure,
+    scaling_data_spec, scaling_data_table, scaling_figure,
+    report_summary,
+
+
 rule all:
     input:
         all_targets(),

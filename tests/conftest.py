@@ -66,6 +66,24 @@ def smoke_run(tmp_path_factory, mirror) -> Path:
     return work
 
 
+def copy_workdir(src: Path, dst: Path) -> Path:
+    """A copy of a finished run: its results and Snakemake's metadata (which records the
+    params each output was made with, so that config edits are seen), modification times
+    kept; no checkpoints, locks or logs of SLURM jobs."""
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".checkpoints", "locks", "incomplete",
+                                                             "slurm_logs"))
+    return dst
+
+
+def result_files(work: Path) -> set[str]:
+    """Every file under ``work/results`` but the logs and checkpoints, relative to it."""
+    res = work / "results"
+    return {p.relative_to(res).as_posix() for p in res.rglob("*")
+            if p.is_file() and p.relative_to(res).parts[0] not in ("logs", ".checkpoints")}
+
+
 def dry_run_jobs(workdir: Path, *args: str, env: dict | None = None) -> dict[str, int]:
     """Rule name -> number of jobs a dry run would execute (``all`` excluded); ``args``
     default to the smoke preset."""

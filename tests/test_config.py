@@ -72,6 +72,8 @@ def test_validation_does_not_mutate_its_input():
         ({"collapse": {"models": [{"name": "m", "d_model": 100, "n_head": 3}]}}, r"'collapse.models.m.d_model': 100 is not divisible by n_head 3"),
         ({"linreg": {"d": [50], "T": [40]}}, r"'linreg.T': T=40 with d=50 has no finite expected test error"),
         ({"conformers": {"source": "geom"}}, r"'conformers.geom.rdkit_folder': null"),
+        ({"compute": {"accelerator": "gpu", "devices": 4, "train_resources": {"gpu": 1}}},
+         r"'compute.devices': 4 GPUs per training job, but compute.train_resources.gpu requests 1"),
     ],
 )
 def test_rejections_name_the_key_and_value(patch, message):

@@ -6,6 +6,7 @@ determinism run real jobs."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SMOKE, SNAKEMAKE, dry_run_jobs, smoke_with, snakemake
+from tests.conftest import ROOT, SMOKE, SNAKEMAKE, copy_workdir, dry_run_jobs, result_files, smoke_with, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +62,21 @@ def test_new_policy_reruns_only_that_policy(smoke_run, tmp_path):
     assert jobs.get("collapse_train") == generations
     assert "collapse_train_gen0" not in jobs and "collapse_sample_gen1" not in jobs
     assert {r for r in jobs if not r.startswith("collapse")} <= {"report_summary"}
+
+
+def test_one_width_added_reruns_that_widths_jobs_fits_and_figures(smoke_run, tmp_path):
+    override = {"width": {"mlp": {"widths": [16, 32, 64, 128]}}}  # the smoke preset's, plus 128
+    proc = snakemake("-n", *smoke_with(tmp_path, override), workdir=smoke_run)
+    jobs = dry_run_jobs(smoke_run, *smoke_with(tmp_path, override))
+    # one training job per parametrization, for the new width only
+    trained = re.findall(r"wildcards: model=mlp, arm=online, param=(\w+), width=(\d+)", proc.stdout)
+    assert sorted(trained) == [("mup", "128"), ("sp", "128")], trained
+    assert jobs.pop("width_run") == 2
+    # then the width aggregations (the coordinate check spans all widths), the width-sweep
+    # scaling fit and the figures and summary that read them
+    assert set(jobs) <= {"width_coord_check", "width_merge", "width_agreement", "width_ensembles",
+                         "width_figure", "scaling_fits", "scaling_figure", "report_summary"}, jobs
+    assert {"width_merge", "width_figure", "scaling_fits"} <= set(jobs)
 
 
 def test_generation0_hyperparameter_reruns_all_of_collapse_and_nothing_else(smoke_run, tmp_path):
@@ -137,17 +153,36 @@ def test_killed_training_resumes_and_matches_uninterrupted(mirror, tmp_path):
     assert not ckpt.parent.exists()  # checkpoints are removed once the outputs exist
 
 
-def test_two_runs_from_scratch_give_byte_identical_tables(smoke_run, mirror, tmp_path):
-    """Determinism: a second run of the smoke preset (the stages that train and sample, plus
-    the closed-form and init simulations) reproduces the first run's tables byte for byte."""
+def test_two_runs_from_scratch_give_byte_identical_results(smoke_run, mirror, tmp_path):
+    """Determinism: a second run of the smoke preset from scratch reproduces every file of
+    the first (tables, arrays, JSON, model weights and figures) byte for byte."""
     second = tmp_path / "second"
     second.mkdir()
-    stages = ["data", "linreg", "collapse", "init"]
-    snakemake(*smoke_with(tmp_path, {"stages": stages}), workdir=second,
-              env={"DLREPRO_DATA_MIRROR": str(mirror)})
-    tables = ["linreg/summary.csv", "collapse/summary.csv", "init/fluctuations.csv", "init/ntk.csv",
-              "init/training.csv", "data/tinyshakespeare/train.npy", "data/mnist/train_images.npy"]
-    for rel in tables:
-        a = (smoke_run / "results" / rel).read_bytes()
-        b = (second / "results" / rel).read_bytes()
-        assert a == b, f"{rel} differs between two runs of the same config"
+    snakemake(*SMOKE, workdir=second, env={"DLREPRO_DATA_MIRROR": str(mirror)}, timeout=1800)
+    files = result_files(smoke_run)
+    assert result_files(second) == files
+    assert any(f.endswith(".csv") for f in files) and any(f.endswith(".pt") for f in files)
+    differ = [f for f in sorted(files)
+              if (smoke_run / "results" / f).read_bytes() != (second / "results" / f).read_bytes()]
+    assert not differ, f"files that differ between two runs of the same config: {differ}"
+
+
+def test_two_device_ddp_training_job_matches_the_one_device_job(smoke_run, mirror, tmp_path):
+    """``compute.devices: 2`` on CPU: the generation-0 LM trains with DDP (gloo, two
+    processes started by Lightning inside the one job); only rank 0 writes the outputs, and
+    the model equals the one-device model of the smoke run (same global batch, no dropout)
+    up to float rounding."""
+    import json
+
+    target = "results/collapse/gpt2-tiny/seed0/gen0/train_metrics.json"
+    work = copy_workdir(smoke_run, tmp_path / "work")
+    args = smoke_with(tmp_path, {"compute": {"devices": 2}})
+    assert dry_run_jobs(work, target, *args) == {"collapse_train_gen0": 1}
+    snakemake(target, *args, workdir=work, env={"DLREPRO_DATA_MIRROR": str(mirror)})
+    log = (work / "results/logs/collapse/gpt2-tiny/seed0/gen0_train.log").read_text()
+    assert "distributed_backend=gloo" in log and "All distributed processes registered" in log, log[-3000:]
+    ddp = json.loads((work / target).read_text())
+    one = json.loads((smoke_run / target).read_text())
+    assert ddp["settings"]["devices"] == 2 and one["settings"]["devices"] == 1
+    assert ddp["steps"] == one["steps"]
+    assert abs(ddp["val_loss"] - one["val_loss"]) <= 1e-4 * one["val_loss"], (ddp["val_loss"], one["val_loss"])

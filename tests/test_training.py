@@ -108,3 +108,31 @@ def test_budget_and_schedule():
 def test_unknown_setting_is_rejected():
     with pytest.raises(ValueError, match="unknown training settings.*'epoch'"):
         TrainSettings.from_dict({"epoch": 3})
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
+    """compute.devices = 2 on CPU: DDP with the gloo backend, one process per device.
+    Each rank trains on half of every global batch and the gradients are averaged, so the
+    run equals a single-process run with the same global batch (up to float rounding)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "scripts" / "ddp_fit.py"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parents[1] / "workflow"), os.environ.get("PYTHONPATH", "")])}
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"devices{devices}.json"
+        proc = subprocess.run([sys.executable, str(script), str(devices), str(out),
+                               str(tmp_path / f"ckpt{devices}")], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[devices] = json.loads(out.read_text())
+    one, two = results[1], results[2]
+    assert "distributed_backend=gloo" in proc.stderr and "All distributed processes registered" in proc.stderr
+    np.testing.assert_allclose(two["weights"], one["weights"], rtol=1e-4, atol=1e-5)
+    assert abs(two["loss"] - one["loss"]) <= 1e-4 * one["loss"] + 1e-6
+    assert one["loss"] < 0.5 * one["initial_loss"]  # it trained

@@ -55,6 +55,16 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any):
             yield fh
 
 
+def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` atomically. The archive is written through a file object, so its
+    internal folder name is fixed ("archive") rather than taken from the temporary file's
+    random name: the same object gives the same bytes."""
+    import torch
+
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as sorted, indented JSON (stable bytes for stable input)."""
     with atomic_open(path, "w", encoding="utf-8") as fh:

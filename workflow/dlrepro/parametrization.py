@@ -619,7 +619,7 @@ class CoordCheckParams:
         _check_positive("output_mult", self.output_mult)
         if self.init_std is not None:
             _check_positive("init_std", self.init_std)
-        from dlrepro.models.mlp import ACTIVATIONS
+        from dlrepro.models import ACTIVATION_NAMES as ACTIVATIONS
 
         _check_choice("activation", self.activation, tuple(ACTIVATIONS))
 

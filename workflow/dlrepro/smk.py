@@ -3,6 +3,7 @@ Snakefile stays declarative)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -43,6 +44,7 @@ def missing_slurm_env() -> list[str]:
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
+@functools.lru_cache(maxsize=None)
 def _module_file(name: str) -> Path | None:
     rel = Path(*name.split(".")[1:])
     for cand in (PACKAGE_ROOT / rel / "__init__.py", (PACKAGE_ROOT / rel).with_suffix(".py")):
@@ -51,7 +53,8 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imports(path: Path, module: str) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def _imports(path: Path, module: str) -> frozenset[str]:
     """Names of ``dlrepro`` modules imported anywhere in ``path`` (lazy imports included)."""
     import ast
 
@@ -73,7 +76,7 @@ def _imports(path: Path, module: str) -> set[str]:
             found.add(target)
             # ``from dlrepro.x import y`` may import the submodule dlrepro.x.y
             found.update(f"{target}.{a.name}" for a in node.names if _module_file(f"{target}.{a.name}"))
-    return found
+    return frozenset(found)
 
 
 def module_sources(*modules: str) -> list[str]:

@@ -11,7 +11,12 @@ What it gives a stage, so that no stage re-implements it:
   which is kept.
 * **Devices and precision from config**: ``accelerator``/``devices``/``strategy`` (DDP over
   several devices inside one job, gloo on CPU), ``precision="auto"`` (bf16-mixed on GPU,
-  32-true on CPU) and ``compile`` (``torch.compile``; off on CPU by default).
+  32-true on CPU) and ``compile`` (``torch.compile``; off on CPU by default). With
+  ``devices > 1`` Lightning starts one process per extra device by rerunning the job's
+  command; each rank trains on its share of every global batch, so the run is that of one
+  device with the same global batch. Worker ranks end when training ends: only rank 0
+  returns from :func:`fit` and writes the job's outputs. A command may therefore call
+  :func:`fit` with ``devices > 1`` only once.
 * **Progress in the log**: step, loss, learning rate and throughput every few steps, tagged
   with the stage, generation, width or seed that is running.
 """
@@ -32,7 +37,7 @@ import lightning as L
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
-from dlrepro.io import atomic_path
+from dlrepro.io import save_torch
 from dlrepro.log import get_logger
 
 
@@ -170,8 +175,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints are written to a temporary file and renamed, never left half-written."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        save_torch(path, checkpoint)
 
 
 class PeriodicCheckpoint(Callback):
@@ -240,6 +244,8 @@ class Progress(Callback):
             self._log.info("training for %d steps", self.total)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not trainer.is_global_zero:
+            return
         step = trainer.global_step
         self._items += int(getattr(pl_module, "items_in_batch", lambda b: 0)(batch))
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -269,10 +275,13 @@ class Progress(Callback):
 def _strategy(settings: TrainSettings, accelerator: str):
     if settings.devices <= 1:
         return "auto"
+    from lightning.fabric.plugins.environments import LightningEnvironment
     from lightning.pytorch.strategies import DDPStrategy
 
     backend = "nccl" if accelerator == "gpu" else "gloo"
-    return DDPStrategy(process_group_backend=backend)
+    # Lightning itself starts the processes of the job's devices. Inside a SLURM job (one
+    # task per job) it would otherwise take SLURM's task count, 1, as the world size.
+    return DDPStrategy(cluster_environment=LightningEnvironment(), process_group_backend=backend)
 
 
 def fit(
@@ -336,6 +345,15 @@ def fit(
         val_dataloaders=val_batches,
         ckpt_path=str(last) if last.exists() else None,
     )
+    if trainer.world_size > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+        if trainer.global_rank != 0:
+            # a worker rank of a multi-device job: rank 0 writes the outputs
+            raise SystemExit(0)
     progress.history.rows.append({"step": trainer.global_step, "done": 1.0})
     return progress.history
 

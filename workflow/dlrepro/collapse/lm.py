@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from dlrepro.collapse.corpus import TokenFile
-from dlrepro.io import atomic_path, sha256_file
+from dlrepro.io import save_torch, sha256_file
 from dlrepro.models.transformer import Transformer, TransformerConfig
 
 if TYPE_CHECKING:
@@ -146,8 +146,7 @@ def save_model(path: str | os.PathLike, model: Transformer, meta: dict) -> None:
     """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"model_config": asdict(model.config), "state_dict": state, "meta": meta}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Transformer, dict]:

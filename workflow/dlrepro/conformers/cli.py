@@ -48,7 +48,7 @@ import numpy as np
 from dlrepro.conformers import require_positive_int
 from dlrepro.conformers.dataset import ConformerSet, GeomParams, PrepareParams
 from dlrepro.conformers.metrics import ACCELERATORS, EvalParams, evaluate, device_for
-from dlrepro.io import atomic_path, read_json, sha256_file, write_csv, write_json
+from dlrepro.io import read_json, save_torch, sha256_file, write_csv, write_json
 from dlrepro.log import get_logger
 
 SUMMARY_COLUMNS = ["policy", "generation", "seed", "n_train_conformers", "test_loss", "cov_r", "mat_r"]
@@ -159,6 +159,7 @@ def cmd_train(args) -> int:
     pool = read_mix(spec) if spec.is_file() else ConformerPool.whole(ConformerSet(spec))
     settings = TrainSettings.from_dict(params.compute, seed=args.seed, epochs=params.epochs)
     total = steps_for(settings, len(pool), params.batch_size)
+    torch.manual_seed(args.seed)  # the initial weights (the harness seeds every step)
     module = ConformerDiffusion(params.model, params.diffusion, params.lr, params.weight_decay,
                                 params.warmup_steps, total)
     batches = StepBatches(len(pool), params.batch_size, total, args.seed, pool.collate)
@@ -174,8 +175,7 @@ def cmd_train(args) -> int:
         "data_spec": str(spec),
         "seed": args.seed,
     }
-    with atomic_path(args.out_model) as tmp:
-        torch.save(payload, tmp)
+    save_torch(args.out_model, payload)
     losses = [r["train_loss"] for r in history.rows if "train_loss" in r]
     write_json(args.out_metrics, {
         "n_train_conformers": len(pool),

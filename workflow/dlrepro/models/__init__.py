@@ -4,5 +4,9 @@
   with a preallocated KV cache (used by the model-collapse stage).
 - ``dlrepro.models.mlp``: the MLP of the width (muP) stage.
 
-Nothing is imported here, so that importing one model does not import the others.
+Nothing is imported here, so that importing one model does not import the others (nor
+torch): the names below let config validation check choices without importing torch.
 """
+
+ARCHS = ("gpt2", "llama")  # dlrepro.models.transformer
+ACTIVATION_NAMES = ("relu", "gelu", "tanh")  # the keys of dlrepro.models.mlp.ACTIVATIONS

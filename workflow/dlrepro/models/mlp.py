@@ -25,11 +25,14 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from dlrepro.models import ACTIVATION_NAMES
+
 ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,
     "tanh": torch.tanh,
 }
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES  # the names config validation checks against
 
 
 class MLP(nn.Module):

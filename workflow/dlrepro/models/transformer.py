@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-ARCHS = ("gpt2", "llama")
+from dlrepro.models import ARCHS  # defined without torch, for config validation
 
 
 @dataclass

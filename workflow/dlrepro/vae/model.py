@@ -174,7 +174,7 @@ KINDS: dict[str, tuple[type[nn.Module], type]] = {
 
 def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> None:
     """Write ``model`` (kind, config, weights) and ``meta`` to ``path`` atomically."""
-    from dlrepro.io import atomic_path
+    from dlrepro.io import save_torch
 
     kind = next(k for k, (cls, _) in KINDS.items() if isinstance(model, cls))
     payload = {
@@ -183,8 +183,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) 
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": dict(meta),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_model(path: str | os.PathLike, kind: str) -> tuple[nn.Module, dict[str, Any]]:

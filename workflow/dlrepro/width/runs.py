@@ -214,7 +214,7 @@ class MLPParams(TrainParams):
 
     def validate(self, where: str = "params") -> None:
         super().validate(where)
-        from dlrepro.models.mlp import ACTIVATIONS
+        from dlrepro.models import ACTIVATION_NAMES as ACTIVATIONS  # without importing torch
 
         _require(_is_int(self.depth) and self.depth >= 2, f"{where}.depth (an int >= 2: muP needs a hidden layer)", self.depth)
         _require(self.activation in ACTIVATIONS, f"{where}.activation (one of {sorted(ACTIVATIONS)})", self.activation)
@@ -245,7 +245,7 @@ class LMParams(TrainParams):
 
     def validate(self, where: str = "params") -> None:
         super().validate(where)
-        from dlrepro.models.transformer import ARCHS
+        from dlrepro.models import ARCHS
 
         for name in ("n_layer", "head_dim", "block_size"):
             value = getattr(self, name)
@@ -632,8 +632,9 @@ def train_run(task, parametrization: str, width: int, run: RunSpec, ckpt_dir: st
     p = task.params
     log = get_logger("width", **tag, seed=run.seed)
     lr = p.lr_for(parametrization) * 2.0 ** run.log2_lr_mult
+    # one device: a job trains many small runs in a row (fit with devices > 1 may run once)
     settings = TrainSettings.from_dict({"num_threads": 1, **p.compute}, seed=run.seed, max_steps=p.steps,
-                                       gradient_clip_val=p.gradient_clip_val)
+                                       gradient_clip_val=p.gradient_clip_val, devices=1)
     steps = eval_steps(p.steps, p.eval_points)
     model, plan = parametrized_model(task, parametrization, width, run.seed)
     module = _lightning_module()(task, model, plan, lr, p.steps, steps)
