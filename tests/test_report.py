@@ -54,3 +54,23 @@ def test_summary_has_every_stage_with_its_config(smoke_run):
         assert heading in text
     assert text.count("```yaml") >= 7
     assert "| gpt2-tiny | replace |" in text
+
+
+def test_summary_gives_every_policy_the_shared_generation0_row():
+    """The conformer stage records generation 0 once, as policy 'real': each policy's row
+    of the summary starts from it (a regression: the table came out empty)."""
+    import pandas as pd
+
+    from dlrepro.report.cli import _first_last
+
+    df = pd.DataFrame({
+        "policy": ["real", "replace", "replace", "accumulate", "accumulate", "real"],
+        "generation": [0, 1, 2, 1, 2, 0],
+        "seed": [0, 0, 0, 0, 0, 1],
+        "test_loss": [1.0, 2.0, 3.0, 1.5, 1.25, 3.0],
+    })
+    t = _first_last(df, ["policy"], ["test_loss"]).set_index("policy")
+    assert sorted(t.index) == ["accumulate", "replace"]
+    assert t.loc["replace", "test_loss gen 0"] == 2.0  # mean over seeds of the real rows
+    assert t.loc["replace", "test_loss gen 2"] == 3.0
+    assert t.loc["accumulate", "test_loss gen 2"] == 1.25

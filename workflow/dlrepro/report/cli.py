@@ -28,14 +28,24 @@ def _table(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
 
 
 def _first_last(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Mean over seeds of each metric at generation 0 and at the last generation."""
+    """Mean over seeds of each metric at generation 0 and at the last generation.
+
+    A stage may record generation 0, which every policy shares, once under its own policy
+    name (e.g. ``real``): a policy without a generation-0 row then takes that one."""
     mean = frame.groupby(keys + ["generation"], as_index=False)[metrics].mean()
     last = int(mean["generation"].max())
+    others = [k for k in keys if k != "policy"]
     rows = []
     for key, group in mean.groupby(keys):
         key = key if isinstance(key, tuple) else (key,)
         g0 = group[group["generation"] == 0]
         gl = group[group["generation"] == last]
+        if g0.empty and "policy" in keys and last > 0:
+            shared = mean[mean["generation"] == 0]
+            for k, v in zip(keys, key):
+                if k in others:
+                    shared = shared[shared[k] == v]
+            g0 = shared.head(1)
         if g0.empty or gl.empty:
             continue
         row = dict(zip(keys, key))
