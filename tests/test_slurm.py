@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -178,9 +179,25 @@ def test_smoke_preset_under_slurm_equals_local_run(slurm_env, smoke_run, mirror,
     assert not differ, f"results that differ from the local run: {differ}"
 
 
-# Training long enough to outlive SLURM's time-limit check (every 30 s) after its first
-# checkpoint: the smoke preset's smallest LM for this many epochs (~50 s on 2 idle cores).
+# The smoke preset's smallest LM trained for this many epochs: a few checkpoints' worth.
 RESUME_EPOCHS = 4
+
+
+def training_processes(work: Path) -> list[int]:
+    """PIDs of the ``dlrepro collapse train`` processes running in ``work`` (the job's)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if b"dlrepro" in cmdline and b"collapse" in cmdline and b"train" in cmdline \
+                and Path(cwd) == work:
+            pids.append(int(proc.name))
+    return pids
 
 
 def test_training_job_killed_at_its_time_limit_is_retried_and_resumes(slurm_env, smoke_run,
@@ -214,6 +231,13 @@ def test_training_job_killed_at_its_time_limit_is_retried_and_resumes(slurm_env,
             assert ckpt is not None, f"no checkpoint appeared:\n{log_path.read_text()[-4000:]}"
             first = submitted_ids(log_path.read_text(), TRAIN_GEN0)
             assert len(first) == 1, log_path.read_text()[-4000:]
+            # Freeze the training (SIGSTOP) so that SLURM's time-limit check, which runs every
+            # 30 s, always finds it mid-run, however fast this machine trains; SLURM's
+            # SIGKILL ends a stopped process like a running one.
+            pids = training_processes(work)
+            assert pids, "the training process was not found"
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
             slurm_cmd("scontrol", "update", f"JobId={first[0]}", "EndTime=now", env=slurm_env)
             rc = proc.wait(timeout=900)
         finally:
@@ -226,7 +250,7 @@ def test_training_job_killed_at_its_time_limit_is_retried_and_resumes(slurm_env,
     assert len(ids) == 2 and ids[0] == first[0], f"expected one resubmission: {ids}\n{out[-4000:]}"
     states = {r["JobID"]: r["State"] for r in sacct(ids, slurm_env)}
     assert states == {ids[0]: "TIMEOUT", ids[1]: "COMPLETED"}, (
-        f"{states}: the training finished before SLURM's time-limit check; raise RESUME_EPOCHS")
+        f"{states}: expected the first job killed at its time limit, the second completed")
     # the second attempt resumed from the checkpoint and trained only the remaining steps
     _, stage, model, seed, gen, _ = target.parts  # results/collapse/<model>/seed<s>/gen0/model.pt
     train_log = (work / "results" / "logs" / stage / model / seed / f"{gen}_train.log").read_text()
