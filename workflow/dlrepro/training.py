@@ -293,12 +293,14 @@ def fit(
     stage: str,
     tag: dict[str, Any] | None = None,
     val_batches: Any = None,
+    callbacks: list[Callback] | None = None,
 ) -> History:
     """Train ``module`` on ``train_batches`` for ``train_batches.total_steps`` steps.
 
     Resumes from ``<ckpt_dir>/last.ckpt`` if it exists. Returns the logged history. The
     caller writes the final artefacts (weights, metrics) to its declared outputs and may
-    then remove ``ckpt_dir``.
+    then remove ``ckpt_dir``. ``callbacks`` are added to the harness's own (e.g. a
+    benchmark's clock).
     """
     tag = dict(tag or {})
     ckpt_dir = Path(ckpt_dir)
@@ -332,6 +334,7 @@ def fit(
             FiniteLossGuard(last),
             progress,
             PeriodicCheckpoint(last, settings.checkpoint_every_n_steps),
+            *(callbacks or []),
         ],
         plugins=[AtomicCheckpointIO()],
     )
