@@ -47,14 +47,19 @@ def snakemake(*args: str, workdir: Path, env: dict | None = None, check: bool = 
 SMOKE = ["--profile", str(ROOT / "profiles" / "cpu"), "--configfile", str(PRESETS / "smoke.yaml")]
 
 
-def smoke_with(tmp_path: Path, override: dict) -> list[str]:
-    """Snakemake arguments for the smoke preset updated by ``override`` (written as a YAML
-    file: ``--config`` would turn nested values into strings)."""
+def write_override(tmp_path: Path, override: dict) -> str:
+    """A config file holding ``override``, for ``--configfile`` (a YAML file: ``--config``
+    would turn nested values into strings)."""
     import yaml
 
     path = tmp_path / f"override-{len(list(tmp_path.glob('override-*')))}.yaml"
     path.write_text(yaml.safe_dump(override))
-    return [*SMOKE, str(path)]
+    return str(path)
+
+
+def smoke_with(tmp_path: Path, override: dict) -> list[str]:
+    """Snakemake arguments for the smoke preset updated by ``override``."""
+    return [*SMOKE, write_override(tmp_path, override)]
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import PRESETS, ROOT, SNAKEMAKE, copy_workdir, dry_run_jobs, result_files, snakemake
+from tests.conftest import (PRESETS, ROOT, SNAKEMAKE, copy_workdir, dry_run_jobs, result_files, snakemake,
+                            write_override)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -122,24 +123,18 @@ def smallest_gen0_model(smoke_run: Path) -> Path:
     return min(models, key=lambda p: p.stat().st_size).relative_to(smoke_run)
 
 
-def write_override(tmp_path: Path, name: str, override: dict) -> str:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(override))
-    return str(path)
-
-
 # ---- tests -----------------------------------------------------------------------------
 # The stages the SLURM run covers: every kind of job (downloads and bookkeeping on the
 # submit host; data preparation, training, sampling, mixing and evaluation chained over
-# generations and policies; the width sweep's grouped batches), in about two minutes on
-# the 2-core CI machine. The whole smoke preset runs the same way (about 5 minutes there);
-# tests/test_reliability.py compares two complete local runs.
+# generations and policies; the width sweep's grouped batches), in 3-4 minutes on a 2-core
+# machine (the whole smoke preset took 6). tests/test_reliability.py compares two complete
+# local runs.
 SLURM_STAGES = ["data", "collapse", "width"]
 
 
 def test_smoke_preset_under_slurm_equals_local_run(slurm_env, smoke_run, mirror, tmp_path):
     work = tmp_path / "slurm"
-    stages = write_override(tmp_path, "stages", {"stages": SLURM_STAGES})
+    stages = write_override(tmp_path, {"stages": SLURM_STAGES})
     args = ["--configfile", SMOKE_PRESET, stages]
     expected = dry_run_jobs(work, *args, env={"DLREPRO_DATA_MIRROR": str(mirror)})
     assert {"collapse_train", "collapse_sample", "width_run"} <= set(expected), expected
@@ -211,7 +206,7 @@ def test_training_job_killed_at_its_time_limit_is_retried_and_resumes(slurm_env,
     for it forever. Time limits, node failures and preemption are handled.)"""
     target = smallest_gen0_model(smoke_run)
     work = copy_workdir(smoke_run, tmp_path / "work")
-    longer = write_override(tmp_path, "longer", {"collapse": {"optim": {"epochs": RESUME_EPOCHS}}})
+    longer = write_override(tmp_path, {"collapse": {"optim": {"epochs": RESUME_EPOCHS}}})
     args = [str(target), "--configfile", SMOKE_PRESET, longer]
     env = {**os.environ, **slurm_env, "DLREPRO_DATA_MIRROR": str(mirror)}
     todo = dry_run_jobs(work, *args, env=env)
@@ -268,7 +263,7 @@ def test_gpu_request_reaches_slurm(slurm_env, smoke_run, mirror, tmp_path):
         (work / target.parent / name).unlink()
     cpus_per_gpu = 2
     # two devices: DDP inside the one SLURM job (gloo on the CPU; the stand-in GPU has no CUDA)
-    gpu = write_override(tmp_path, "gpu", {"compute": {
+    gpu = write_override(tmp_path, {"compute": {
         "devices": 2, "train_resources": {"gpu": 1, "cpus_per_gpu": cpus_per_gpu}}})
     proc = run_slurm(str(target), "--configfile", SMOKE_PRESET, gpu, workdir=work,
                      env=slurm_env, mirror=mirror)

@@ -84,12 +84,13 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
 
 def _cross_checks(cfg: dict[str, Any]) -> None:
     comp = cfg.get("compute")
-    if comp and comp["accelerator"] == "gpu" and comp["devices"] > comp["train_resources"].get("gpu", 0):
-        raise ConfigError(
-            f"config key 'compute.devices': {comp['devices']} GPUs per training job, but "
-            f"compute.train_resources.gpu requests {comp['train_resources'].get('gpu', 0)}; "
-            "request at least as many GPUs as devices"
-        )
+    if comp and comp["accelerator"] == "gpu":
+        gpus = comp["train_resources"].get("gpu", 0)
+        if comp["devices"] > gpus:
+            raise ConfigError(
+                f"config key 'compute.devices': {comp['devices']} GPUs per training job, but "
+                f"compute.train_resources.gpu requests {gpus}; request at least as many GPUs as devices"
+            )
     text = cfg.get("data", {}).get("text", {})
     if text:
         cap = {"uint16": 2**16, "uint32": 2**32}[text["token_dtype"]]

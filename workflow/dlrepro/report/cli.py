@@ -34,16 +34,15 @@ def _first_last(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.
     name (e.g. ``real``): a policy without a generation-0 row then takes that one."""
     mean = frame.groupby(keys + ["generation"], as_index=False)[metrics].mean()
     last = int(mean["generation"].max())
-    others = [k for k in keys if k != "policy"]
     rows = []
     for key, group in mean.groupby(keys):
         key = key if isinstance(key, tuple) else (key,)
         g0 = group[group["generation"] == 0]
         gl = group[group["generation"] == last]
-        if g0.empty and "policy" in keys and last > 0:
+        if g0.empty and "policy" in keys:
             shared = mean[mean["generation"] == 0]
             for k, v in zip(keys, key):
-                if k in others:
+                if k != "policy":
                     shared = shared[shared[k] == v]
             g0 = shared.head(1)
         if g0.empty or gl.empty:
