@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run smoke test report docs clean
+.PHONY: setup run smoke test bench report docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,23 @@ run: $(STAMP)
 smoke: $(STAMP)
 	$(VENV)/bin/snakemake --profile profiles/cpu --configfile workflow/presets/smoke.yaml $(ARGS)
 
-test: $(STAMP)
+# Speed and memory benchmarks (README "Performance"); ARGS names some of them, e.g.
+# ARGS="sampling mfu" or ARGS=--quick. The benchmark-only packages (transformers, for the
+# sampler comparison) go to their own prefix, $(BENCH_PREFIX), which only the benchmarks
+# put on sys.path: installed into the venv, torchmetrics (imported by Lightning) would
+# import transformers in every training job, seconds of start-up each. The tests need it
+# too (the sampler is checked token for token against Hugging Face generate).
+BENCH_PREFIX := $(VENV)/bench
+BENCH_STAMP := $(BENCH_PREFIX)/.installed-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --prefix $(BENCH_PREFIX) 'transformers>=5'
+	@touch $@
+
+test: $(STAMP) $(BENCH_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m benchmarks $(ARGS)
 
 clean:
 	rm -rf results/data results/logs results/.checkpoints .snakemake

@@ -1,7 +1,10 @@
 """Command-line entry point: ``python -m dlrepro <command> [args]``.
 
 Each command lives in its own module, imported only when it is run, so that a
-command which needs no torch starts in a fraction of a second.
+command which needs no torch starts in a fraction of a second. Where
+``$DLREPRO_WARM_SOCKET`` names a running warm-start server (``dlrepro.warm``, started by
+the Snakefile on local runs), the command runs in a child of that server, which has
+imported torch and Lightning already; without one it runs here.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "vae": "dlrepro.vae.cli",
     "conformers": "dlrepro.conformers.cli",
     "report": "dlrepro.report.cli",
+    "serve": "dlrepro.warm",
 }
 
 
@@ -30,6 +34,17 @@ def main(argv: list[str] | None = None) -> int:
         for name in COMMANDS:
             print(f"  {name}")
         return 0
+    if argv[0] in COMMANDS and argv[0] != "serve":
+        from dlrepro.warm import run_via_server
+
+        status = run_via_server(argv)
+        if status is not None:
+            return status
+    return run(argv)
+
+
+def run(argv: list[str]) -> int:
+    """Run the command ``argv`` in this process."""
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"dlrepro: unknown command {name!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)

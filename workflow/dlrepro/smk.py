@@ -99,3 +99,66 @@ def module_sources(*modules: str) -> list[str]:
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
         todo.extend(_imports(path, name))
     return sorted(str(p) for p in seen.values())
+
+
+class WarmStart:
+    """The warm-start server of one local Snakemake run (:mod:`dlrepro.warm`).
+
+    :meth:`start` launches ``python -m dlrepro serve`` in the background and points jobs at
+    it through ``$DLREPRO_WARM_SOCKET``; it does not wait for the server's imports: jobs
+    that start before the server listens run by themselves. :meth:`stop` ends it. The
+    server also stops by itself when the Snakemake process that started it is gone.
+    """
+
+    def __init__(self) -> None:
+        self.proc = None
+        self.socket_path: str | None = None
+
+    @staticmethod
+    def wanted(enabled: bool, executor: str, dryrun: bool, isolated_envs: bool) -> str | None:
+        """Why warm start is off for this run, or None when it is on."""
+        if not enabled:
+            return "compute.warm_start is false"
+        if executor != "local":
+            return f"the {executor} executor runs jobs elsewhere"
+        if dryrun:
+            return "dry run"
+        if isolated_envs:
+            return "jobs run in conda/apptainer environments of their own"
+        return None
+
+    def start(self, log_path: str | os.PathLike) -> None:
+        import subprocess
+        import tempfile
+
+        from dlrepro.warm import ENV_VAR
+
+        folder = tempfile.mkdtemp(prefix="dlrepro-warm-")  # short: socket paths have ~100 chars
+        self.socket_path = os.path.join(folder, "socket")
+        log_path = Path(log_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dlrepro", "serve", "--socket", self.socket_path,
+                 "--parent", str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            )
+        os.environ[ENV_VAR] = self.socket_path
+
+    def stop(self) -> None:
+        import shutil
+        import subprocess
+
+        from dlrepro.warm import ENV_VAR
+
+        os.environ.pop(ENV_VAR, None)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.socket_path:
+            shutil.rmtree(os.path.dirname(self.socket_path), ignore_errors=True)
+        self.proc = None

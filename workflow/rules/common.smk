@@ -14,7 +14,7 @@ sys.path.insert(0, str(PKG_DIR))  # the package is importable without installati
 
 from dlrepro.config import ConfigError, validate_config
 from dlrepro.data import registry as _registry
-from dlrepro.smk import missing_slurm_env, module_sources, prepare_environment
+from dlrepro.smk import WarmStart, missing_slurm_env, module_sources, prepare_environment
 
 try:
     _validated = validate_config(config)
@@ -23,6 +23,7 @@ except ConfigError as exc:
 config.clear()
 config.update(_validated)
 prepare_environment(PKG_DIR, config)
+_warm = WarmStart()  # started in onstart, on local runs
 
 
 
@@ -35,6 +36,24 @@ onstart:
             + " (the SLURM account and partition jobs are submitted to), e.g.\n"
             "  export DLREPRO_SLURM_ACCOUNT=myaccount DLREPRO_SLURM_PARTITION=gpu"
         )
+    _why_cold = WarmStart.wanted(
+        config["compute"]["warm_start"],
+        workflow.executor_plugin.name,
+        workflow.dryrun,
+        bool(workflow.deployment_settings.deployment_method),
+    )
+    if _why_cold is None:
+        _warm.start(f"{LOGS}/warm_start.log")
+    else:
+        logger.info(f"warm start off: {_why_cold}")
+
+
+onsuccess:
+    _warm.stop()
+
+
+onerror:
+    _warm.stop()
 
 
 RESULTS = "results"

@@ -1,0 +1,119 @@
+"""Workflow scale: how long Snakemake takes to plan the biggest preset, and whole-preset wall times.
+
+* **Dry run of the ``paper`` preset**: ``snakemake -n`` (parse the Snakefile, validate the
+  config, build the DAG of thousands of jobs) in a fresh, empty working directory; reported:
+  the number of jobs and the wall seconds (target < 15 s). Its baseline in the same command
+  is the dry run of the ``smoke`` preset, so the table also shows what the extra jobs cost
+  over the fixed start-up of Snakemake and the Snakefile.
+* **End to end**: ``snakemake --profile profiles/cpu`` on each preset of ``end_to_end`` from
+  an empty working directory, with the offline data mirror when one is found
+  (``$DLREPRO_DATA_MIRROR`` or ``../shared/data``, as ``.ci/run`` does), on all cores;
+  reported: jobs run and wall seconds (targets: smoke < 3 min, default < 20 min on 2 cores).
+
+The default preset takes about 20 minutes on 2 cores, so a full run of this benchmark
+takes half an hour; ``QUICK`` does only the dry runs of the small presets.
+
+    .venv/bin/python -m benchmarks workflow_scale [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks import check
+
+NAME = "workflow_scale"
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = {"smoke": ROOT / "workflow" / "presets" / "smoke.yaml", "default": None,
+           "paper": ROOT / "workflow" / "presets" / "paper.yaml"}
+TARGETS_S = {"dry:paper": 15.0, "run:smoke": 180.0, "run:default": 1200.0}
+
+
+@dataclass
+class Setup:
+    dry_runs: tuple[str, ...] = ("smoke", "paper")
+    end_to_end: tuple[str, ...] = ("smoke", "default")
+    repeats: int = 2  # of each dry run (the best is reported)
+
+
+QUICK = Setup(dry_runs=("smoke",), end_to_end=(), repeats=1)
+
+
+def _snakemake() -> str:
+    exe = Path(sys.executable).with_name("snakemake")
+    return str(exe) if exe.exists() else "snakemake"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    mirror = ROOT.parent / "shared" / "data"
+    if not env.get("DLREPRO_DATA_MIRROR") and mirror.is_dir():
+        env["DLREPRO_DATA_MIRROR"] = str(mirror)
+    return env
+
+
+def _cmd(preset: str, workdir: Path, *args: str) -> list[str]:
+    cmd = [_snakemake(), "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+           "--profile", str(ROOT / "profiles" / "cpu"), *args]
+    if PRESETS[preset] is not None:
+        cmd += ["--configfile", str(PRESETS[preset])]
+    return cmd
+
+
+def count_jobs(output: str) -> int:
+    """The ``total`` row of Snakemake's job stats table."""
+    totals = re.findall(r"^total\s+(\d+)", output, flags=re.M)
+    if not totals:
+        raise RuntimeError(f"no job count in Snakemake's output:\n{output[-2000:]}")
+    return int(totals[0])
+
+
+def _timed(cmd: list[str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return wall, proc.stdout + proc.stderr
+
+
+def dry_run(preset: str, repeats: int) -> dict:
+    walls, jobs = [], None
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            wall, out = _timed(_cmd(preset, Path(tmp), "-n"))
+        walls.append(wall)
+        jobs = count_jobs(out)
+    return {"preset": preset, "jobs": jobs, "wall_s": min(walls), "walls_s": walls}
+
+
+def end_to_end(preset: str) -> dict:
+    work = Path(tempfile.mkdtemp(prefix=f"dlrepro-bench-{preset}-"))
+    try:
+        print(f"[workflow_scale] running the {preset} preset end to end in {work}", file=sys.stderr, flush=True)
+        wall, out = _timed(_cmd(preset, work))
+        return {"preset": preset, "jobs": count_jobs(out), "wall_s": wall, "cores": os.cpu_count()}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def benchmark(setup: Setup) -> dict:
+    dry = [dry_run(p, setup.repeats) for p in setup.dry_runs]
+    runs = [end_to_end(p) for p in setup.end_to_end]
+    checks = []
+    for d in dry:
+        checks.append(check(f"snakemake -n, {d['preset']} preset ({d['jobs']:,} jobs)", d["wall_s"], "s",
+                            target=TARGETS_S.get(f"dry:{d['preset']}"), higher_is_better=False))
+    for r in runs:
+        checks.append(check(f"end to end, {r['preset']} preset ({r['jobs']} jobs, {r['cores']} cores)",
+                            r["wall_s"], "s", target=TARGETS_S.get(f"run:{r['preset']}"),
+                            higher_is_better=False))
+    return {"benchmark": NAME, "setup": asdict(setup), "dry_runs": dry, "end_to_end": runs, "checks": checks}
