@@ -30,8 +30,8 @@ batches of random windows, reporting the growth of its peak RSS over its peak be
 first read; once for the tiny file and once for the big one (the difference is reported:
 the first batches cost a few MB of one-off allocations whatever the file). The one part of
 the data path that grows with the file is :class:`~dlrepro.training.StepBatches`' epoch permutation of the
-window indices (8 bytes a window: 67 MB for 2**30 tokens at block 128, 1/32 of a uint16
-file); ``data_path_growth_beyond_permutation_mb`` is the rest.
+window indices (4 bytes a window, uint32, shuffled in place: 34 MB for 2**30 tokens at
+block 128, 1/64 of a uint16 file); ``data_path_growth_beyond_permutation_mb`` is the rest.
 
 "Memory-mapped": the workflow reads token files with ``os.pread`` of the byte ranges a batch
 needs (:class:`~dlrepro.collapse.corpus.TokenFile`), which has the memory behaviour the
@@ -85,6 +85,8 @@ import numpy as np
 from benchmarks import check
 
 NAME = "data_path"
+# bytes per window of StepBatches' epoch permutation (uint32 below 2**32 windows)
+PERMUTATION_BYTES = 4
 ROOT = Path(__file__).resolve().parents[1]
 EOT_ID = 0  # train_tokenizer puts <|endoftext|> at id 0
 MB = 1e6
@@ -460,7 +462,7 @@ def benchmark(setup: Setup) -> dict:
     if not tok["identical_ids"]:
         raise AssertionError("encode_batch and one-at-a-time encode gave different token ids")
 
-    permutation_mb = big["n_windows"] * 8 / MB
+    permutation_mb = big["n_windows"] * PERMUTATION_BYTES / MB
     growth = big["peak_rss_mb"] - baseline["peak_rss_mb"]
     data_growth = data["big_pread"]["growth_mb"] - data["tiny_pread"]["growth_mb"]
     memmap_growth = data["big_memmap"]["growth_mb"] - data["tiny_pread"]["growth_mb"]
@@ -474,7 +476,7 @@ def benchmark(setup: Setup) -> dict:
         check("peak RSS, same job, tiny token file (baseline)", baseline["peak_rss_mb"], "MB",
               note=f"{setup.baseline_tokens:,} tokens"),
         check(f"peak RSS growth, {size} vs tiny file", growth, "MB",
-              note=f"{permutation_mb:.0f} MB expected (StepBatches' epoch permutation, 8 B a window); the "
+              note=f"{permutation_mb:.0f} MB expected (StepBatches' epoch permutation, 4 B a window); the "
                    "training step's transient peaks vary by tens of MB between runs"),
         check(f"data path only, {windows:,} windows: RSS growth vs tiny file", data_growth, "MB",
               note=f"os.pread (the workflow); {permutation_mb:.0f} MB expected (the epoch permutation)"),

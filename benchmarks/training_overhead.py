@@ -4,7 +4,9 @@ Both sides train the same decoder LM (:class:`dlrepro.models.transformer.Transfo
 initial weights) on the same batches (:class:`dlrepro.training.StepBatches` over a
 memory-mapped token file read through :class:`dlrepro.collapse.lm.TokenStream`) with the
 same optimizer (AdamW, decay on matrices only), learning-rate schedule (warmup + cosine),
-gradient clipping (1.0) and dtype (fp32 on CPU):
+gradient clipping (1.0), dtype (fp32 on CPU) and allocator settings
+(:func:`dlrepro.training.configure_allocator`, which ``fit`` applies; set here before
+either side runs):
 
 * ``lightning``: :func:`dlrepro.training.fit` with :class:`dlrepro.collapse.module.LanguageModel`,
   exactly what a ``collapse_train`` job runs (checkpoints, NaN guard, per-step reseeding,
@@ -45,9 +47,9 @@ class Setup:
     block_size: int = 128
     vocab_size: int = 2048
     batch_size: int = 16
-    steps: int = 40
+    steps: int = 48
     warmup: int = 8  # steps excluded from the rate
-    repeats: int = 3
+    repeats: int = 7  # short interleaved runs: this machine's speed drifts by tens of % over seconds
     threads: int = 2
     checkpoint_every: int = 50  # the workflow's default
     accelerator: str = "cpu"
@@ -183,6 +185,10 @@ def _one(setup: Setup, tmp: Path) -> dict:
 
 def benchmark(setup: Setup) -> dict:
     import lightning  # noqa: F401  (imported once, outside every timed region)
+
+    from dlrepro.training import configure_allocator
+
+    configure_allocator()  # what fit() does; set before either side runs, so both have it
 
     sizes = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -50,7 +50,7 @@ def test_quick_run_measures_the_jobs_and_the_tokenisers(tmp_path):
     data = result["data_path_only"]
     assert data["big_pread"]["checksum"] == data["big_memmap"]["checksum"]  # the same batches
     assert 0 < data["tiny_pread"]["peak_rss_mb"] and 0 < data["big_pread"]["peak_rss_mb"]
-    assert result["permutation_mb"] == big["n_windows"] * 8 / 1e6
+    assert result["permutation_mb"] == big["n_windows"] * bench.PERMUTATION_BYTES / 1e6
     assert abs(result["data_path_growth_beyond_permutation_mb"]) < 5, data
     # np.memmap keeps the pages it touched: most of the 8 MB file
     assert result["memmap_growth_mb"] > result["data_path_growth_mb"] + 2, data

@@ -135,6 +135,7 @@ def test_warm_start_is_off_where_jobs_run_elsewhere():
     assert "warm_start" in WarmStart.wanted(False, "local", False, False)
     assert "conda" in WarmStart.wanted(True, "local", False, True)
     assert WarmStart.wanted(True, "local", True, False) == "dry run"
+    assert "gpu" in WarmStart.wanted(True, "local", False, False, "gpu")
 
 
 def test_the_server_stops_when_its_parent_is_gone(tmp_path):

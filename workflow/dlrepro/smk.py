@@ -115,10 +115,15 @@ class WarmStart:
         self.socket_path: str | None = None
 
     @staticmethod
-    def wanted(enabled: bool, executor: str, dryrun: bool, isolated_envs: bool) -> str | None:
+    def wanted(enabled: bool, executor: str, dryrun: bool, isolated_envs: bool,
+               accelerator: str = "cpu") -> str | None:
         """Why warm start is off for this run, or None when it is on."""
         if not enabled:
             return "compute.warm_start is false"
+        if accelerator != "cpu":
+            # a process forked after CUDA was initialised cannot use it; the server would
+            # have to stay clear of CUDA through every import, which is not checked here
+            return f"compute.accelerator is {accelerator!r} (warm start is for CPU runs)"
         if executor != "local":
             return f"the {executor} executor runs jobs elsewhere"
         if dryrun:

@@ -41,6 +41,7 @@ onstart:
         workflow.executor_plugin.name,
         workflow.dryrun,
         bool(workflow.deployment_settings.deployment_method),
+        config["compute"]["accelerator"],
     )
     if _why_cold is None:
         _warm.start(f"{LOGS}/warm_start.log")
