@@ -110,12 +110,14 @@ def test_killing_the_client_kills_its_job(server, tmp_path):
                              capture_output=True, text=True).stdout
         return [int(p) for p in out.split()]
 
-    deadline = time.time() + 60
-    while not children() and time.time() < deadline:
-        time.sleep(0.1)
-    (job,) = children()
-    client.send_signal(signal.SIGKILL)
-    client.wait()
+    try:
+        deadline = time.time() + 60
+        while not children() and time.time() < deadline:
+            time.sleep(0.1)
+        (job,) = children()
+    finally:
+        client.send_signal(signal.SIGKILL)  # also when the job never reached the server
+        client.wait()
     deadline = time.time() + 30
     while job in children() and time.time() < deadline:
         time.sleep(0.1)
