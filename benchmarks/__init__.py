@@ -73,3 +73,16 @@ def use_bench_packages() -> bool:
         site.addsitedir(str(lib))
         return True
     return False
+
+
+def data_mirror():
+    """The offline data mirror, as ``.ci/run`` finds it: ``$DLREPRO_DATA_MIRROR``, else
+    ``../shared/data`` beside the checkout; None when neither exists."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = os.environ.get("DLREPRO_DATA_MIRROR")
+    for candidate in ([Path(env)] if env else []) + [root.parent / "shared" / "data"]:
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None

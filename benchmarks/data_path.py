@@ -82,7 +82,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import check
+from benchmarks import check, data_mirror
 
 NAME = "data_path"
 # bytes per window of StepBatches' epoch permutation (uint32 below 2**32 windows)
@@ -180,8 +180,8 @@ out, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 result = {"mode": mode}
 t0 = time.perf_counter()
 if mode == "dlrepro":
-    from dlrepro.__main__ import main
-    result["rc"] = int(main(args) or 0)
+    from dlrepro.__main__ import run  # in this process (never handed to a warm-start server)
+    result["rc"] = int(run(args) or 0)
 else:  # batches <pread|memmap> SPEC N_BATCHES BATCH BLOCK SEED: the job's data path, no model
     from dlrepro.collapse import corpus
     from dlrepro.collapse.lm import TokenStream
@@ -297,14 +297,6 @@ def window_spread(setup: Setup, n_windows: int, steps: int) -> dict:
 # --------------------------------------------------------------------------- tokenisation
 
 
-def mirror() -> Path | None:
-    env = os.environ.get("DLREPRO_DATA_MIRROR")
-    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
-        if cand.is_dir():
-            return cand
-    return None
-
-
 def _generated_text(n_bytes: int, seed: int = 0) -> str:
     """Deterministic English-like text: Zipf-distributed pseudo-words, sentences, paragraphs."""
     rng = np.random.default_rng([seed, 0x7E47])
@@ -333,7 +325,7 @@ def load_documents(n_bytes: int) -> tuple[list[str], str]:
     from dlrepro.data.registry import DATASETS
     from dlrepro.data.text import split_documents
 
-    m = mirror()
+    m = data_mirror()
     for name, file in (("tinystories", "TinyStoriesV2-GPT4-valid.txt"), ("tinyshakespeare", "input.txt")):
         path = m / name / file if m else None
         if path is not None and path.is_file():

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks import check
+from benchmarks import check, data_mirror
 
 NAME = "workflow_scale"
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +54,8 @@ def _snakemake() -> str:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    mirror = ROOT.parent / "shared" / "data"
-    if not env.get("DLREPRO_DATA_MIRROR") and mirror.is_dir():
+    mirror = data_mirror()
+    if mirror is not None:
         env["DLREPRO_DATA_MIRROR"] = str(mirror)
     return env
 

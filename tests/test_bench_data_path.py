@@ -73,7 +73,7 @@ def test_quick_run_measures_the_jobs_and_the_tokenisers(tmp_path):
 
 
 def test_text_without_a_mirror_is_generated_deterministically(monkeypatch):
-    monkeypatch.setattr(bench, "mirror", lambda: None)
+    monkeypatch.setattr(bench, "data_mirror", lambda: None)
     docs, origin = bench.load_documents(20_000)
     assert origin == "generated" and len(docs) > 10 and all(docs)
     assert docs == bench.load_documents(20_000)[0]

@@ -150,3 +150,16 @@ def test_the_server_stops_when_its_parent_is_gone(tmp_path):
                           timeout=300)
     assert proc.returncode == 0 and "is gone, stopping" in proc.stderr
     assert not sock.exists()
+
+
+def test_a_bad_request_is_refused_and_the_server_keeps_serving(server, tmp_path):
+    import socket
+
+    _, sock = server
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(str(sock))
+        conn.sendall(b"\x00\x00\x00\x05{}")  # no file descriptors, truncated JSON
+        assert conn.recv(4) == b""  # refused: closed without a status
+    assert "bad request" in (sock.parent / "server.log").read_text()
+    ok = _run(["width", "--help"], tmp_path, sock)
+    assert ok.returncode == 0 and "width" in ok.stdout

@@ -84,8 +84,10 @@ def run_via_server(argv: list[str], socket_path: str | None = None) -> int | Non
         conn.close()
         return None  # no server: the caller runs the command itself
     request = json.dumps({"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+    message = _HEADER.pack(len(request)) + request
     with conn:
-        socket.send_fds(conn, [_HEADER.pack(len(request)) + request], [0, 1, 2])
+        sent = socket.send_fds(conn, [message], [0, 1, 2])
+        conn.sendall(message[sent:])  # a stream socket may take a long message in parts
         try:
             (status,) = _STATUS.unpack(_recv_exact(conn, _STATUS.size))
         except ConnectionError:
@@ -238,6 +240,7 @@ def serve(socket_path: str | os.PathLike, *, idle_timeout: float | None = None, 
 
 def _start(conn: socket.socket, others: list[socket.socket], log) -> int | None:
     """Read one request from ``conn`` and fork its child; the child's pid (None on a bad request)."""
+    fds: list[int] = []
     try:
         conn.setblocking(True)
         conn.settimeout(10)
@@ -250,7 +253,9 @@ def _start(conn: socket.socket, others: list[socket.socket], log) -> int | None:
         if len(fds) != 3:
             raise ValueError(f"expected 3 file descriptors, got {len(fds)}")
     except (OSError, ValueError, ConnectionError) as exc:
-        print(f"warm start: bad request ({exc})", file=sys.stderr)
+        log(f"warm start: bad request ({exc})")
+        for fd in fds:
+            os.close(fd)
         conn.close()
         return None
     sys.stdout.flush()
