@@ -23,13 +23,14 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def table(results: list[dict]) -> str:
+def table(results: list[dict], verdicts: bool = True) -> str:
+    """The results as a text table; ``verdicts=False`` leaves out pass/FAIL (quick sizes)."""
     rows = [("benchmark", "metric", "value", "target", "")]
     for result in results:
         for c in result["checks"]:
             target = "" if c["target"] is None else ((">= " if c["higher_is_better"] else "<= ")
                                                      + _fmt(c["target"]))
-            verdict = {True: "pass", False: "FAIL", None: ""}[c["ok"]]
+            verdict = {True: "pass", False: "FAIL", None: ""}[c["ok"]] if verdicts else ""
             rows.append((result["benchmark"], c["metric"], f"{_fmt(c['value'])} {c['unit']}".strip(),
                          target, verdict))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         result["wall_s"] = time.perf_counter() - t0
         print(f"[benchmarks] {name} done in {result['wall_s']:.1f} s", file=sys.stderr, flush=True)
         results.append(result)
-    print(table(results))
+    if args.quick:
+        print("quick sizes: a test of the benchmarks themselves; the targets are for the full sizes")
+    print(table(results, verdicts=not args.quick))
     payload = {"machine": machine(), "quick": args.quick, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(args.out.suffix + ".tmp")
