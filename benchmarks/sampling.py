@@ -115,16 +115,21 @@ QUICK = Setup(
 )
 
 
+def our_model(case: Case, vocab_size: int, seed: int):
+    """The workflow's GPT-2-style Transformer of ``case``'s shape, seeded random init."""
+    from dlrepro.models.transformer import Transformer, TransformerConfig
+
+    torch.manual_seed(seed)
+    return Transformer(TransformerConfig(vocab_size=vocab_size, block_size=case.block_size,
+                                         d_model=case.d_model, n_layer=case.n_layer, n_head=case.n_head,
+                                         arch="gpt2"))
+
+
 def make_models(case: Case, vocab_size: int, seed: int):
     """Our Transformer (seeded random init) and HF's GPT2LMHeadModel of the same shape with our weights."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from dlrepro.models.transformer import Transformer, TransformerConfig
-
-    torch.manual_seed(seed)
-    ours = Transformer(TransformerConfig(vocab_size=vocab_size, block_size=case.block_size,
-                                         d_model=case.d_model, n_layer=case.n_layer, n_head=case.n_head,
-                                         arch="gpt2"))
+    ours = our_model(case, vocab_size, seed)
     hf_config = GPT2Config(
         vocab_size=vocab_size, n_positions=case.block_size, n_embd=case.d_model, n_layer=case.n_layer,
         n_head=case.n_head, n_inner=None, activation_function="gelu_new", layer_norm_epsilon=1e-5,
@@ -236,11 +241,7 @@ def run_case(case: Case, setup: Setup) -> dict:
 def run_no_cache(setup: Setup) -> dict:
     """The same sampler with and without its KV cache, at ``setup.temperature``."""
     case = setup.no_cache
-    from dlrepro.models.transformer import Transformer, TransformerConfig
-
-    torch.manual_seed(setup.seed)
-    model = Transformer(TransformerConfig(vocab_size=setup.vocab_size, block_size=case.block_size,
-                                          d_model=case.d_model, n_layer=case.n_layer, n_head=case.n_head))
+    model = our_model(case, setup.vocab_size, setup.seed)
     prompts = torch.randint(0, setup.vocab_size, (case.batch_size, case.prompt_len),
                             generator=torch.Generator().manual_seed(setup.seed + 1))
     seed, t = setup.seed + 2, setup.temperature

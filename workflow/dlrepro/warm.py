@@ -41,7 +41,6 @@ import signal
 import socket
 import struct
 import sys
-import time
 from pathlib import Path
 
 ENV_VAR = "DLREPRO_WARM_SOCKET"
@@ -155,11 +154,9 @@ def _child(request: dict, fds: list[int], sockets: list[socket.socket], server: 
             os._exit(status)
 
 
-def serve(socket_path: str | os.PathLike, *, idle_timeout: float | None = None, parent: int | None = None,
-          log=print) -> None:
-    """Accept commands on ``socket_path`` until SIGTERM/SIGINT, until process ``parent`` is
-    gone, or after ``idle_timeout`` seconds with no job running and none arriving; see the
-    module docstring."""
+def serve(socket_path: str | os.PathLike, *, parent: int | None = None, log=print) -> None:
+    """Accept commands on ``socket_path`` until SIGTERM/SIGINT or until process ``parent``
+    is gone; see the module docstring."""
     path = Path(socket_path)
     missing = preload()
     if missing:
@@ -183,7 +180,6 @@ def serve(socket_path: str | os.PathLike, *, idle_timeout: float | None = None, 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log(f"warm start: serving on {path} (pid {os.getpid()})")
-    last_active = time.monotonic()
     try:
         while not stopping:
             for key, _ in sel.select(timeout=0.05):
@@ -223,11 +219,6 @@ def serve(socket_path: str | os.PathLike, *, idle_timeout: float | None = None, 
                     conn.close()
             if parent is not None and not _alive(parent):
                 log(f"warm start: process {parent} that started the server is gone, stopping")
-                break
-            if jobs:
-                last_active = time.monotonic()
-            elif idle_timeout is not None and time.monotonic() - last_active > idle_timeout:
-                log(f"warm start: idle for {idle_timeout:g} s, stopping")
                 break
     finally:
         for pid in list(jobs):
@@ -306,10 +297,7 @@ def main(argv: list[str]) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m dlrepro serve", description=__doc__.splitlines()[0])
     ap.add_argument("--socket", required=True, help="Unix socket path to listen on")
-    ap.add_argument("--idle-timeout", type=float, default=None,
-                    help="stop after this many seconds without jobs (default: run until SIGTERM)")
     ap.add_argument("--parent", type=int, default=None, help="stop when this process is gone")
     args = ap.parse_args(argv)
-    serve(args.socket, idle_timeout=args.idle_timeout, parent=args.parent,
-          log=lambda m: print(m, file=sys.stderr, flush=True))
+    serve(args.socket, parent=args.parent, log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
