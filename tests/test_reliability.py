@@ -180,7 +180,7 @@ def test_two_device_ddp_training_job_matches_the_one_device_job(smoke_run, mirro
     assert dry_run_jobs(work, target, *args) == {"collapse_train_gen0": 1}
     snakemake(target, *args, workdir=work, env={"DLREPRO_DATA_MIRROR": str(mirror)})
     log = (work / "results/logs/collapse/gpt2-tiny/seed0/gen0_train.log").read_text()
-    assert "distributed_backend=gloo" in log and "All distributed processes registered" in log, log[-3000:]
+    assert "as rank 0 of 2 (DDP, gloo backend)" in log and "as rank 1 of 2 (DDP, gloo backend)" in log, log[-3000:]
     ddp = json.loads((work / target).read_text())
     one = json.loads((smoke_run / target).read_text())
     assert ddp["settings"]["devices"] == 2 and one["settings"]["devices"] == 1

@@ -132,7 +132,45 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[devices] = json.loads(out.read_text())
     one, two = results[1], results[2]
-    assert "distributed_backend=gloo" in proc.stderr and "All distributed processes registered" in proc.stderr
+    for rank in (0, 1):
+        assert f"as rank {rank} of 2 (DDP, gloo backend)" in proc.stderr, proc.stderr[-3000:]
     np.testing.assert_allclose(two["weights"], one["weights"], rtol=1e-4, atol=1e-5)
     assert abs(two["loss"] - one["loss"]) <= 1e-4 * one["loss"] + 1e-6
     assert one["loss"] < 0.5 * one["initial_loss"]  # it trained
+
+
+class WithValidationStep(Regressor):
+    """A module that can validate, trained without a validation loader (as the stages do)."""
+
+    def validation_step(self, batch, batch_idx):
+        return self.training_step(batch, batch_idx)
+
+
+def test_job_log_holds_only_our_lines(tmp_path, capfd):
+    """Lightning's start-up chatter, the litlogger tip, the missing-val-loader and LeafSpec
+    warnings and the per-checkpoint ``weights_only`` line stay out of a job's log; the
+    project's progress lines, with an ETA, stay in."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # as a job runs: pytest's filters are not the job's
+        fit(WithValidationStep(), batches(), SETTINGS, tmp_path / "ckpt", stage="test", tag={"seed": 0})
+    err = capfd.readouterr().err
+    for noise in ("GPU available", "TPU available", "Tip", "val_dataloader", "LeafSpec",
+                  "weights_only", "Trainer.fit` stopped"):
+        assert noise not in err, (noise, err)
+    progress = [line for line in err.splitlines() if "[test seed=0] step 10/30" in line]
+    assert progress and " eta " in progress[0], err
+
+
+def test_other_warnings_still_show(tmp_path):
+    class Warns(Regressor):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 0:
+                import warnings
+
+                warnings.warn("a warning the user must see", UserWarning)
+            return super().training_step(batch, batch_idx)
+
+    with pytest.warns(UserWarning, match="the user must see"):
+        fit(Warns(), batches(), SETTINGS, tmp_path / "ckpt", stage="test")

@@ -23,10 +23,13 @@ What it gives a stage, so that no stage re-implements it:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -255,11 +258,15 @@ class Progress(Callback):
         self._items = 0
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self._t0, self._items = time.perf_counter(), 0
+        self._t0, self._items, self._start_step = time.perf_counter(), 0, trainer.global_step
+        where = ""
+        if trainer.world_size > 1:  # Lightning's own lines about it are below the log level
+            backend = getattr(trainer.strategy, "process_group_backend", None)
+            where = f" as rank {trainer.global_rank} of {trainer.world_size} (DDP, {backend} backend)"
         if trainer.global_step:
-            self._log.info("resumed at step %d/%d", trainer.global_step, self.total)
+            self._log.info("resumed at step %d/%d%s", trainer.global_step, self.total, where)
         else:
-            self._log.info("training for %d steps", self.total)
+            self._log.info("training for %d steps%s", self.total, where)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not trainer.is_global_zero:
@@ -273,8 +280,10 @@ class Progress(Callback):
             row = {"step": step, "train_loss": float(loss.detach()), "lr": float(lr)}
             self.history.rows.append(row)
             rate = f" {self._items / elapsed:,.0f} items/s" if self._items else ""
+            done = step - self._start_step
+            eta = f" eta {_clock(elapsed / done * (self.total - step))}" if done > 0 else ""
             self._log.info(
-                "step %d/%d loss %.4f lr %.2e%s", step, self.total, row["train_loss"], lr, rate
+                "step %d/%d loss %.4f lr %.2e%s%s", step, self.total, row["train_loss"], lr, rate, eta
             )
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -288,6 +297,47 @@ class Progress(Callback):
                 trainer.global_step,
                 " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
             )
+
+
+def _clock(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``12s``: an ETA for the progress line."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+#: Lightning's messages that say nothing about this job, and why each is expected here
+_EXPECTED_WARNINGS = (
+    # the harness passes no validation loader when the stage evaluates by itself
+    r".*`validation_step` but have no `val_dataloader`",
+    # Lightning's own use of a torch API that torch deprecated (lightning/pytorch/utilities/_pytree.py)
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Keep job logs to the project's own lines while Lightning runs.
+
+    Lightning's INFO lines (``GPU available: False``, ``TPU available``, the litlogger tip,
+    ``weights_only was not set`` after every checkpoint, ``Trainer.fit stopped``) go below
+    the log level; its warnings and errors stay. The two warnings in
+    :data:`_EXPECTED_WARNINGS` are expected by construction and are ignored; every other
+    warning is shown as before.
+    """
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in _EXPECTED_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 # glibc's mallopt parameters (malloc.h)
@@ -350,6 +400,12 @@ def fit(
     then remove ``ckpt_dir``. ``callbacks`` are added to the harness's own (e.g. a
     benchmark's clock).
     """
+    with quiet_lightning():
+        return _fit(module, train_batches, settings, ckpt_dir, stage=stage, tag=tag,
+                    val_batches=val_batches, callbacks=callbacks)
+
+
+def _fit(module, train_batches, settings, ckpt_dir, *, stage, tag, val_batches, callbacks) -> History:
     tag = dict(tag or {})
     configure_allocator()
     ckpt_dir = Path(ckpt_dir)
