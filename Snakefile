@@ -27,6 +27,7 @@ include: "workflow/rules/conformers.smk"
 include: "workflow/rules/width.smk"
 include: "workflow/rules/init.smk"
 include: "workflow/rules/scaling.smk"
+include: "workflow/rules/curves.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -48,6 +49,7 @@ localrules:
     width_merge, width_agreement, width_ensembles, width_figure,
     init_slopes, init_figure,
     scaling_data_spec, scaling_data_table, scaling_figure,
+    curves_table, curves_figure,
     report_summary,
 
 

@@ -278,6 +278,8 @@ class Progress(Callback):
             elapsed = max(1e-9, time.perf_counter() - self._t0)
             lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
             row = {"step": step, "train_loss": float(loss.detach()), "lr": float(lr)}
+            if self._items:
+                row["items_per_s"] = self._items / elapsed
             self.history.rows.append(row)
             rate = f" {self._items / elapsed:,.0f} items/s" if self._items else ""
             done = step - self._start_step

@@ -1,0 +1,127 @@
+"""Training curves as data: every training job's step history as one tidy table.
+
+Every Lightning training job of the study (through :func:`dlrepro.training.fit`) keeps its
+logged history in its ``train_metrics.json`` (key ``history``: one row per logged step,
+and one per validation). ``python -m dlrepro curves table`` turns those files into one
+table per stage, ``results/<stage>/curves.csv``; ``python -m dlrepro curves plot`` draws it,
+one panel per policy (and model), one line per generation.
+
+Columns of ``curves.csv``: the job's keys (``model`` where the stage has several,
+``policy``, ``generation``, ``seed``), then ``step``, ``train_loss``, ``lr``,
+``items_per_s`` (the job's throughput so far: tokens, images or conformers per second) and
+``val_loss`` (where the job validated; empty otherwise). Generation 0 trains on real data
+only and is listed once, as policy ``real``; the figure draws it in every policy's panel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from dlrepro.io import read_json, write_csv
+
+STEP_COLUMNS = ["step", "train_loss", "lr", "items_per_s", "val_loss"]
+REAL = "real"  # the policy name of generation 0, which every policy shares
+
+
+def job_rows(metrics: dict, keys: dict[str, str]) -> pd.DataFrame:
+    """One job's history as rows with ``keys`` (column -> field of ``metrics``) in front.
+
+    Train rows and validation rows of the same step are merged into one row; the final
+    ``done`` marker of the history is dropped.
+    """
+    ident = {col: metrics.get(field) for col, field in keys.items()}
+    if "policy" in ident and ident["policy"] in (None, "", "none"):
+        ident["policy"] = REAL
+    train = [r for r in metrics.get("history", []) if "train_loss" in r]
+    val = [{"step": r["step"], "val_loss": r.get("val_loss", r.get("val/loss"))}
+           for r in metrics.get("history", []) if any(k.startswith("val") for k in r)]
+    frame = pd.DataFrame(train, columns=[c for c in STEP_COLUMNS if c != "val_loss"])
+    if val:
+        frame = frame.merge(pd.DataFrame(val), on="step", how="outer")
+    frame = frame.reindex(columns=STEP_COLUMNS).sort_values("step", kind="stable")
+    for col, value in reversed(list(ident.items())):
+        frame.insert(0, col, value)
+    return frame
+
+
+def table(paths: list[str | os.PathLike], keys: dict[str, str]) -> pd.DataFrame:
+    """The curves of every job in ``paths`` (``train_metrics.json`` files), sorted by key."""
+    if not paths:
+        raise ValueError("no train_metrics.json files given")
+    frames = [job_rows(read_json(p), keys) for p in paths]
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values([*keys, "step"], kind="stable").reset_index(drop=True)
+
+
+def plot(curves: pd.DataFrame, out: str | os.PathLike, *, ylabel: str = "training loss") -> list[Path]:
+    """Training loss against step: one panel per policy (and model), one line per generation.
+
+    Generation 0 (policy ``real``) is drawn in every policy's panel. Returns the PNG and PDF
+    paths.
+    """
+    from dlrepro import style  # selects the Agg backend before pyplot is used
+    import matplotlib as mpl
+
+    missing = [c for c in ("policy", "generation", "step", "train_loss") if c not in curves.columns]
+    if missing:
+        raise ValueError(f"curves table lacks columns {missing}")
+    if curves.empty:
+        raise ValueError("curves table has no rows")
+    rows = curves.dropna(subset=["train_loss"])
+    models = sorted(rows["model"].unique()) if "model" in rows.columns else [None]
+    policies = sorted(set(rows["policy"]) - {REAL}) or [REAL]
+    panels = [(m, p) for m in models for p in policies]
+    fig, axes = style.subplots(len(panels), ncols=min(len(policies), 4))
+    n_gen = int(rows["generation"].max())
+    cmap = mpl.colormaps["viridis"]
+    for ax, (model, policy) in zip(axes, panels):
+        sub = rows if model is None else rows[rows["model"] == model]
+        sub = sub[sub["policy"].isin({policy, REAL})]
+        for gen, g in sorted(sub.groupby("generation"), key=lambda kv: kv[0]):
+            mean = g.groupby("step")["train_loss"].mean()  # over seeds
+            ax.plot(mean.index, mean.values, color=cmap(gen / max(1, n_gen) * 0.9),
+                    label=f"gen {gen}", linewidth=1.2)
+        ax.set_title(policy if model is None else f"{model} · {policy}")
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+    # one legend for all panels, outside them (every panel's generations are a prefix of it)
+    widest = max(axes, key=lambda a: len(a.get_lines()))
+    fig.legend(*widest.get_legend_handles_labels(), title="generation", loc="center left",
+               bbox_to_anchor=(1.0, 0.5), fontsize="small")
+    n_seeds = rows.groupby(["policy", "generation"])["seed"].nunique().max() if "seed" in rows else 1
+    if n_seeds > 1:
+        fig.suptitle(f"lines: mean over {n_seeds} seeds", fontsize="small")
+    return style.save_figure(fig, out)
+
+
+def _keys(text: str) -> dict[str, str]:
+    """``model=name,policy,generation`` -> {"model": "name", "policy": "policy", ...}."""
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        col, _, field = item.partition("=")
+        out[col] = field or col
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dlrepro curves", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("table", help="concatenate jobs' histories into curves.csv")
+    t.add_argument("--metrics", nargs="+", required=True, help="train_metrics.json files")
+    t.add_argument("--keys", required=True,
+                   help="key columns, as column[=field of train_metrics.json], comma-separated")
+    t.add_argument("--out", required=True)
+    p = sub.add_parser("plot", help="draw curves.csv")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--ylabel", default="training loss")
+    p.add_argument("--out", required=True, help="output path without suffix (PNG and PDF)")
+    args = parser.parse_args(argv)
+    if args.cmd == "table":
+        write_csv(args.out, table(args.metrics, _keys(args.keys)))
+    else:
+        plot(pd.read_csv(args.csv), args.out, ylabel=args.ylabel)
+    return 0
