@@ -35,11 +35,14 @@ smoke: $(STAMP)
 # sampler comparison) go to their own prefix, $(BENCH_PREFIX), which only the benchmarks
 # put on sys.path: installed into the venv, torchmetrics (imported by Lightning) would
 # import transformers in every training job, seconds of start-up each. The tests need it
-# too (the sampler is checked token for token against Hugging Face generate).
+# too (the sampler is checked token for token against Hugging Face generate), and so do the
+# tracker tests (compute.logger: TensorBoard, MLflow's file store, W&B offline), whose
+# packages are the `trackers` extra for users and live in the same prefix for the tests.
 BENCH_PREFIX := $(VENV)/bench
 BENCH_STAMP := $(BENCH_PREFIX)/.installed-stamp
-$(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --prefix $(BENCH_PREFIX) 'transformers>=5'
+$(BENCH_STAMP): $(STAMP) Makefile
+	$(PY) -m pip install --quiet --prefix $(BENCH_PREFIX) 'transformers>=5' \
+	    'tensorboard>=2.14' 'mlflow-skinny>=2.8' 'wandb>=0.17'
 	@touch $@
 
 test: $(STAMP) $(BENCH_STAMP)

@@ -70,6 +70,8 @@ class TrainSettings:
     val_every_n_steps: int | None = None
     deterministic: bool = True
     num_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
+    logger: str = "none"  # experiment tracker: one of TRACKERS (dlrepro.training.tracker)
+    logger_dir: str = "results/trackers"  # where trackers write (a folder per tracker)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], **overrides: Any) -> "TrainSettings":
@@ -281,6 +283,8 @@ class Progress(Callback):
             if self._items:
                 row["items_per_s"] = self._items / elapsed
             self.history.rows.append(row)
+            for lg in trainer.loggers:
+                lg.log_metrics({k: v for k, v in row.items() if k != "step"}, step=step)
             rate = f" {self._items / elapsed:,.0f} items/s" if self._items else ""
             done = step - self._start_step
             eta = f" eta {_clock(elapsed / done * (self.total - step))}" if done > 0 else ""
@@ -294,11 +298,60 @@ class Progress(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
         if metrics:
             self.history.rows.append({"step": trainer.global_step, **metrics})
+            for lg in trainer.loggers:
+                lg.log_metrics(metrics, step=trainer.global_step)
             self._log.info(
                 "step %d validation %s",
                 trainer.global_step,
                 " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
             )
+
+
+TRACKERS = ("none", "csv", "tensorboard", "mlflow", "wandb")
+
+
+def run_name(stage: str, tag: dict[str, Any]) -> str:
+    """``collapse/model=gpt2-d64/policy=replace/gen=2/seed=0``: a tracker's name for a job."""
+    return "/".join([stage, *(f"{k}={v}" for k, v in tag.items())])
+
+
+def tracker(settings: TrainSettings, stage: str, tag: dict[str, Any]):
+    """The Lightning logger ``settings.logger`` names, writing under ``settings.logger_dir``
+    (``<dir>/<tracker>/...``), or None for ``none``. The job's stage and tag (model,
+    policy, generation, width, seed...) name the run and are its tags; the packages of the
+    trackers are extras (``pip install 'dlrepro[trackers]'``), imported only here."""
+    kind = settings.logger
+    if kind not in TRACKERS:
+        raise ValueError(f"compute.logger: {kind!r} is not one of {list(TRACKERS)}")
+    if kind == "none":
+        return None
+    name = run_name(stage, tag)
+    root = Path(settings.logger_dir) / kind
+    tags = {"stage": stage, **{k: str(v) for k, v in tag.items()}}
+    try:
+        if kind == "csv":
+            from lightning.pytorch.loggers import CSVLogger
+
+            return CSVLogger(save_dir=root, name=name, version="")
+        if kind == "tensorboard":
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            return TensorBoardLogger(save_dir=root, name=name, version="", default_hp_metric=False)
+        if kind == "mlflow":
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            # a local folder, no server: MLflow's file store, which MLflow 3 keeps in
+            # maintenance mode behind this switch (a database URI needs no switch)
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            return MLFlowLogger(experiment_name="dlrepro", run_name=name, tags=tags,
+                                tracking_uri=f"file:{root.resolve()}")
+        from lightning.pytorch.loggers import WandbLogger  # wandb: offline unless WANDB_MODE says otherwise
+
+        return WandbLogger(project="dlrepro", name=name, save_dir=str(root), tags=sorted(f"{k}={v}" for k, v in tags.items()),
+                           offline=os.environ.get("WANDB_MODE", "offline") == "offline", group=stage)
+    except ModuleNotFoundError as exc:  # Lightning names the missing package
+        raise RuntimeError(f"compute.logger: {kind} needs its package ({exc}); "
+                           "install the trackers extra: pip install 'dlrepro[trackers]'") from None
 
 
 def _clock(seconds: float) -> str:
@@ -419,6 +472,10 @@ def _fit(module, train_batches, settings, ckpt_dir, *, stage, tag, val_batches, 
     accelerator = settings.resolved_accelerator()
     total = train_batches.total_steps
     progress = Progress(total, settings.log_every_n_steps, tag, stage)
+    logger = tracker(settings, stage, tag)
+    if logger is not None:
+        logger.log_hyperparams({"stage": stage, **tag, **settings_dict(settings),
+                                **dict(getattr(module, "hparams", {}) or {})})
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=settings.devices,
@@ -428,7 +485,8 @@ def _fit(module, train_batches, settings, ckpt_dir, *, stage, tag, val_batches, 
         max_epochs=-1 if total > 0 else None,
         gradient_clip_val=settings.gradient_clip_val,
         deterministic=settings.deterministic and accelerator == "cpu",
-        logger=False,
+        logger=logger if logger is not None else False,
+        log_every_n_steps=settings.log_every_n_steps,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -464,6 +522,12 @@ def _fit(module, train_batches, settings, ckpt_dir, *, stage, tag, val_batches, 
         if trainer.global_rank != 0:
             # a worker rank of a multi-device job: rank 0 writes the outputs
             raise SystemExit(0)
+    if logger is not None:
+        logger.finalize("success")
+        if settings.logger == "wandb":
+            import wandb
+
+            wandb.finish()
     progress.history.rows.append({"step": trainer.global_step, "done": 1.0})
     return progress.history
 

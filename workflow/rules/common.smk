@@ -126,6 +126,8 @@ def compute_params():
         "precision": c["precision"],
         "compile": c["compile"],
         "num_threads": c["num_threads"] or TRAIN_THREADS,
+        "logger": c["logger"],
+        "logger_dir": f"{RESULTS}/trackers",
     }
 
 
