@@ -12,12 +12,17 @@ ROOT = Path(workflow.basedir)
 PKG_DIR = ROOT / "workflow"
 sys.path.insert(0, str(PKG_DIR))  # the package is importable without installation
 
-from dlrepro.config import ConfigError, validate_config
+from dlrepro.config import ConfigError, coerce_overrides, validate_config
 from dlrepro.data import registry as _registry
 from dlrepro.smk import WarmStart, missing_slurm_env, module_sources, prepare_environment
 
+# Errors in --configfile files and --config entries themselves are raised by Snakemake
+# before this runs (`python -m dlrepro check-config`, run by `make run`, names them); from
+# here on, every problem is one line naming the key path and the value.
 try:
-    _validated = validate_config(config)
+    _validated = validate_config(
+        coerce_overrides(config, workflow.config_settings.config), check_paths=True
+    )
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 config.clear()
