@@ -186,6 +186,40 @@ def prepared(dataset):
 DATA_NEEDED = set(config["data"]["prepare"])
 
 
+def check_offline_data():
+    """With data.allow_network false, every raw file a preparation still needs must be in
+    the mirror: else one line naming the URL and where to put the file, before any job
+    runs. Called by the Snakefile once every stage has added to DATA_NEEDED."""
+    if config["data"]["allow_network"]:
+        return
+    from dlrepro.data.download import lfs_pointer_path, resolve_mirror
+
+    mirror = resolve_mirror(config["data"]["mirror"])
+    for ds in sorted(DATA_NEEDED):
+        done = f"{CONF_DATA}/manifest.json" if ds == "moses" else prepared(ds)
+        if Path(done).exists():
+            continue
+        subset = "all"
+        if ds == "mnist" and config["data"]["images"]["mnist_source"] == "test-file":
+            subset = "test-only"
+        for f in _registry.files_for(ds, subset):
+            if Path(RAW, ds, f.name).exists():
+                continue
+            where = f"{mirror}/{ds}/" if mirror else f"<mirror>/{ds}/ (set data.mirror or $DLREPRO_DATA_MIRROR) "
+            if mirror is None or not (mirror / ds / f.name).is_file():
+                raise WorkflowError(
+                    f"invalid configuration: data set {ds} needs {f.name}, which the mirror lacks and "
+                    f"data.allow_network is false; download {f.urls[0]} and put it at {where}{f.name}"
+                )
+            pointer = lfs_pointer_path(mirror, ds, f.name)
+            if not (f.sha256 or f.md5) and not pointer.is_file():
+                raise WorkflowError(
+                    f"invalid configuration: {ds}/{f.name}'s checksum is published as the Git LFS "
+                    f"pointer {f.lfs_pointer_url}, and data.allow_network is false; download it "
+                    f"and put it at {pointer}"
+                )
+
+
 # ---- linreg stage helpers --------------------------------------------------
 LINREG = f"{RESULTS}/linreg"
 
