@@ -320,11 +320,15 @@ def validate_config(
             raise ConfigError(_message(errors[0]))
     _cross_checks(instance)
     if check_paths:
-        _check_paths(instance, Path(base_dir) if base_dir is not None else Path.cwd())
+        check_config_paths(instance, base_dir)
     return instance
 
 
-def _check_paths(cfg: dict[str, Any], base: Path) -> None:
+def check_config_paths(cfg: dict[str, Any], base_dir: str | os.PathLike | None = None) -> None:
+    """The folders a validated config names exist (relative paths from ``base_dir``, default
+    the working directory). The Snakefile runs this when execution starts (not in a dry run,
+    which shows the plan of a config whose folders are not there yet)."""
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
     data = cfg.get("data", {})
     mirror, where = data.get("mirror"), "config key 'data.mirror'"
     if mirror in (None, ""):
@@ -575,6 +579,7 @@ def check_snakemake_args(argv: list[str], default_config: Path = DEFAULT_CONFIG)
     ap.add_argument("--config", "-C", nargs="*", action="extend", default=[])
     ap.add_argument("--directory", "-d", default=None)
     ap.add_argument("--replace-workflow-config", action="store_true")
+    ap.add_argument("--dry-run", "--dryrun", "-n", action="store_true")
     args, _ = ap.parse_known_args(argv)
     overrides = parse_config_args(args.config)
     merged: dict[str, Any] = {} if args.replace_workflow_config else load_config_file(default_config)
@@ -582,7 +587,7 @@ def check_snakemake_args(argv: list[str], default_config: Path = DEFAULT_CONFIG)
         _merge(merged, load_config_file(f))
     _merge(merged, overrides)
     merged = coerce_overrides(merged, overrides)
-    return validate_config(merged, check_paths=True, base_dir=args.directory)
+    return validate_config(merged, check_paths=not args.dry_run, base_dir=args.directory)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ ROOT = Path(workflow.basedir)
 PKG_DIR = ROOT / "workflow"
 sys.path.insert(0, str(PKG_DIR))  # the package is importable without installation
 
-from dlrepro.config import ConfigError, coerce_overrides, validate_config
+from dlrepro.config import ConfigError, check_config_paths, coerce_overrides, validate_config
 from dlrepro.data import registry as _registry
 from dlrepro.smk import WarmStart, missing_slurm_env, module_sources, prepare_environment
 
@@ -20,9 +20,7 @@ from dlrepro.smk import WarmStart, missing_slurm_env, module_sources, prepare_en
 # before this runs (`python -m dlrepro check-config`, run by `make run`, names them); from
 # here on, every problem is one line naming the key path and the value.
 try:
-    _validated = validate_config(
-        coerce_overrides(config, workflow.config_settings.config), check_paths=True
-    )
+    _validated = validate_config(coerce_overrides(config, workflow.config_settings.config))
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 config.clear()
@@ -33,6 +31,12 @@ _warm = WarmStart()  # started in onstart, on local runs
 
 
 onstart:
+    # folders the config names (data mirror, GEOM): checked before any job, but not in a
+    # dry run, which shows the plan of a config whose folders are not there yet
+    try:
+        check_config_paths(config)
+    except ConfigError as exc:
+        raise WorkflowError(f"invalid configuration: {exc}") from None
     # the executor is known only once execution starts (not while the Snakefile is parsed)
     if workflow.executor_plugin.name == "slurm" and missing_slurm_env():
         raise WorkflowError(
