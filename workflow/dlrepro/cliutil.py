@@ -11,10 +11,6 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a finite number")
-
-
 def _check_finite(obj: Any, where: str) -> None:
     if isinstance(obj, float) and not math.isfinite(obj):
         raise ValueError(f"{where}: {obj} is not a finite number")
@@ -30,11 +26,9 @@ def load_json(text: str, where: str = "--params") -> Any:
     """``text`` parsed as JSON; a ``ValueError`` naming ``where`` (and the key path of a
     NaN or infinite number, which JSON from the workflow never holds) otherwise."""
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text)  # NaN / Infinity parse, and are rejected with their key below
     except json.JSONDecodeError as exc:
         raise ValueError(f"{where} is not valid JSON: {exc}") from None
-    except ValueError as exc:  # NaN / Infinity
-        raise ValueError(f"{where}: {exc}") from None
     _check_finite(data, where)
     return data
 
@@ -53,5 +47,5 @@ def parse_params(text: str | dict | None, cls: type[T], where: str = "--params",
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+        raise ValueError(f"{where}: unknown key {unknown[0]!r} for {cls.__name__}; known: {sorted(known)}")
     return cls(**{**data, **overrides})

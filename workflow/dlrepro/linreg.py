@@ -220,9 +220,11 @@ class LinregParams:
 
     @classmethod
     def from_json(cls, text: str) -> "LinregParams":
-        from dlrepro.cliutil import load_json
-
-        return cls.from_dict(load_json(text, "linreg: --params"))
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"linreg: --params is not valid JSON: {err}") from err
+        return cls.from_dict(raw)
 
 
 def _check_int(name: str, value, minimum: int) -> None:
