@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -444,44 +445,59 @@ def test_bad_input_through_snakemake(case, snake_results):
 # --------------------------------------------------------------------------- README forms
 
 
-def readme_override_commands() -> list[list[str]]:
-    """The snakemake arguments of every config-override command the README shows
-    (``make run ARGS="..."``, ``make smoke``, and ``--config`` / ``--configfile`` lines)."""
+def readme_override_commands() -> list[tuple[str, list[str]]]:
+    """Every config-override command the README shows: ``("make <target>", ARGS)`` for
+    ``make run|smoke|report ARGS="..."``, ``("snakemake", args)`` for a snakemake line with
+    ``--config``."""
     import re
     import shlex
 
     text = (ROOT / "README.md").read_text()
     forms = []
     for m in re.finditer(r'make (run|smoke|report) ARGS="((?:[^"\\]|\\.)*)"', text):
-        args = shlex.split(m.group(2))
-        forms.append((["--configfile", "workflow/presets/smoke.yaml"] if m.group(1) == "smoke" else []) + args)
+        forms.append((f"make {m.group(1)}", shlex.split(m.group(2))))
     for m in re.finditer(r"^(?:\.venv/bin/)?snakemake (.*?)(?:\s+#.*)?$", text, re.M):
         args = shlex.split(m.group(1).rstrip("\\"))
         if any(a.startswith("--config") for a in args) and "profiles/slurm" not in args:
-            forms.append(args)
+            forms.append(("snakemake", args))
     return forms
 
 
 def test_the_readme_shows_override_forms():
     forms = readme_override_commands()
-    assert any("--config" in f for f in forms) and any("--configfile" in f for f in forms), forms
+    assert any(kind == "make run" and "--config" in args for kind, args in forms), forms
+    assert any(kind == "snakemake" and "--config" in args for kind, args in forms), forms
+
+
+def _make_commands(target: str, args: list[str]) -> list[str]:
+    """The commands ``make <target> ARGS=...`` runs (``make -n``), without the set-up ones."""
+    import shlex
+
+    out = subprocess.run(["make", "-n", "-s", target, "ARGS=" + shlex.join(args)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return [ln for ln in out.splitlines() if "check-config" in ln or "bin/snakemake" in ln]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", readme_override_commands(), ids=lambda a: " ".join(a)[:60])
-def test_every_readme_override_form_works(args, mirror, tmp_path):
-    """As `make run` runs it from the repository root: the pre-flight check, then a dry
-    run of snakemake with the same arguments (results under a scratch folder)."""
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    (shared / "data").symlink_to(mirror)  # ../shared/data of the README, seen from the workdir
+@pytest.mark.parametrize("kind, args", readme_override_commands(), ids=lambda a: " ".join(a) if isinstance(a, list) else a)
+def test_every_readme_override_form_works(kind, args, mirror, tmp_path):
+    """Run from the repository root as the README says, with ``-n`` and results under a
+    scratch folder: for a make form, the commands of the Makefile's recipe (its pre-flight
+    check included), else the snakemake line and the pre-flight check of its arguments."""
+    import shlex
+
     work = tmp_path / "work"
     work.mkdir()
-    args = [a.replace("../shared/data", str(shared / "data")) for a in args]
-    check = subprocess.run([sys.executable, "-m", "dlrepro", "check-config", *args], cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.run([SNAKEMAKE, "-d", str(work), "-n", "--profile", "profiles/cpu", *args], cwd=ROOT,
+    args = [a.replace("../shared/data", str(mirror)) for a in args]  # ../shared/data from the root
+    if kind.startswith("make ") and shutil.which("make") and (ROOT / ".venv" / "bin" / "python").exists():
+        commands = _make_commands(kind.split()[1], args)
+        assert len(commands) == 2 and "check-config" in commands[0], commands
+    else:
+        commands = [shlex.join([sys.executable, "-m", "dlrepro", "check-config", *args]),
+                    shlex.join([SNAKEMAKE, "--profile", "profiles/cpu", *args])]
+    check = subprocess.run(commands[0], shell=True, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, (commands[0], check.stderr)
+    proc = subprocess.run(f"{commands[1]} -n -d {shlex.quote(str(work))}", shell=True, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "This was a dry-run" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert not (work / "results").exists()
