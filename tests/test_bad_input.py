@@ -275,6 +275,20 @@ CLI_CASES = [
     ("params-key", ["data", "prepare-images", "--dataset", "mnist", "--raw-dir", "raw", "--params",
                     '{"max_trains": 3}', "--out-dir", "results/data/x"], ["--params", "'max_trains'", "max_train"]),
     ("check-config", ["check-config", "--config", "seed=-2"], ["'seed'", "-2"]),
+    ("init-name", ["init", "fluctuations", "--params", '{"inits": ["xavier"]}', "--out", "results/init/f.csv"],
+     ["'xavier'", "gaussian"]),
+    ("init-inf", ["init", "fluctuations", "--params", '{"c_w": Infinity}', "--out", "results/init/f.csv"],
+     ["--params.c_w", "inf"]),
+    ("width-key", ["width", "run", "--params", '{"stpes": 3}', "--model", "mlp", "--parametrization", "sp",
+                   "--width", "8", "--arm", "online", "--data-dir", "d", "--out-dir", "results/w", "--ckpt-dir", "c"],
+     ["--params", "'stpes'", "steps"]),
+    ("linreg-T", ["linreg", "simulate", "--params", '{"d": [5], "T": [3]}', "--out", "results/linreg/s.csv"],
+     ["T > d + 1", "d=5, T=3"]),
+    ("vae-key", ["vae", "train", "--params", '{"latent": 3}', "--data-spec", "real", "--generation", "0", "--seed", "0",
+                 "--ckpt-dir", "c", "--out-model", "results/m.pt", "--out-metrics", "results/m.json"],
+     ["--params", "'latent'", "latent_dim"]),
+    ("conformers-dir", ["conformers", "mix", "--policy", "replace", "--generation", "1", "--seed", "0",
+                        "--real", "nowhere", "--out", "results/mix.json"], ["nowhere", "not a conformer set"]),
 ]
 
 
