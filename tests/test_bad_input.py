@@ -75,6 +75,8 @@ CONFIG_CASES = [
     ("width-arm-param", {"width": {"mlp": {"arms": {"online": ["spp"]}}}}, ["'width.mlp.arms.online[0]'", "'spp'", "ntk"]),
     ("width-arm", {"width": {"mlp": {"arms": {"onlin": None}}}}, ["'width.mlp.arms'", "'onlin'", "offline"]),
     ("width-lr-key", {"width": {"mlp": {"train": {"lr": {"spp": 0.1}}}}}, ["'width.mlp.train.lr'", "'spp'", "mup"]),
+    ("width-lr-missing", {"width": {"mlp": {"train": {"lr": {"sp": 0.1}}}}}, ["'width.mlp.train.lr'", "'mup'", "width.mlp.arms.online"]),
+    ("coord-model-off", {"width": {"coord_check": {"models": ["lm"]}}}, ["'width.coord_check.models'", "'lm'"]),
     ("width-activation", {"width": {"mlp": {"train": {"activation": "swish"}}}}, ["'width.mlp.train.activation'", "'swish'", "relu"]),
     ("arch", {"collapse": {"models": [{"name": "m", "arch": "mamba"}]}}, ["'collapse.models[0].arch'", "'mamba'", "llama"]),
     ("schedule", {"conformers": {"train": {"diffusion": {"schedule": "sigmoid"}}}}, ["'conformers.train.diffusion.schedule'", "'sigmoid'", "cosine"]),

@@ -456,6 +456,13 @@ def _width_checks(width: dict[str, Any]) -> None:
             params = runs.train_params(model, section["train"], f"width.{model}.train")
         except ValueError as exc:
             raise ConfigError(_width_message(exc)) from None
+        for arm, names in (section["arms"] or {}).items():
+            for p in names or width["parametrizations"]:
+                if p in known_names("parametrization") and p not in params.lr:
+                    raise ConfigError(
+                        f"config key 'width.{model}.train.lr': {params.lr} has no learning rate for "
+                        f"parametrization {p!r} (trained in width.{model}.arms.{arm}); give one"
+                    )
         head_dim = getattr(params, "head_dim", None)
         for i, w in enumerate(section["widths"]):
             if head_dim and w % head_dim:
