@@ -24,10 +24,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# First the configuration of the command line is checked in one line (dlrepro.config),
+# including what Snakemake itself reports as a traceback before the Snakefile runs: a
+# --configfile that is missing, not YAML or not a mapping; a malformed --config entry.
+CHECK = $(PY) -m dlrepro check-config
+
 run: $(STAMP)
+	@$(CHECK) $(ARGS)
 	$(VENV)/bin/snakemake --profile profiles/cpu $(ARGS)
 
 smoke: $(STAMP)
+	@$(CHECK) --configfile workflow/presets/smoke.yaml $(ARGS)
 	$(VENV)/bin/snakemake --profile profiles/cpu --configfile workflow/presets/smoke.yaml $(ARGS)
 
 # Speed and memory benchmarks (README "Performance"); ARGS names some of them, e.g.
@@ -64,4 +71,5 @@ docs: $(STAMP)
 
 # Snakemake's self-contained HTML report of every figure (after a run).
 report: $(STAMP)
+	@$(CHECK) $(ARGS)
 	$(VENV)/bin/snakemake --profile profiles/cpu $(ARGS) --report results/report.html

@@ -31,6 +31,8 @@ include: "workflow/rules/curves.smk"
 include: "workflow/rules/report.smk"
 
 
+check_offline_data()  # every stage has added to DATA_NEEDED
+
 # the data stage prepares what the enabled stages need, plus data.prepare
 if stage_on("data"):
     TARGETS.extend(prepared(ds) for ds in sorted(DATA_NEEDED) if ds != "moses")

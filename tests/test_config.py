@@ -68,7 +68,7 @@ def test_validation_does_not_mutate_its_input():
         ({"stages": ["data", "colapse"]}, r"'stages\[1\]': 'colapse' is not one of"),
         ({"collapse": {"sampling": {"max_new_tokens": 4096}}},
          r"'collapse.sampling.max_new_tokens': 4096 new tokens .* do not fit the context length"),
-        ({"collapse": {"policies": ["replace", "keep-best"]}}, r"'collapse.policies\[1\]': unknown policy 'keep-best'"),
+        ({"collapse": {"policies": ["replace", "keep-best"]}}, r"'collapse.policies\[1\]': unknown mixing policy 'keep-best'"),
         ({"collapse": {"models": [{"name": "m", "d_model": 100, "n_head": 3}]}}, r"'collapse.models.m.d_model': 100 is not divisible by n_head 3"),
         ({"linreg": {"d": [50], "T": [40]}}, r"'linreg.T': T=40 with d=50 has no finite expected test error"),
         ({"conformers": {"source": "geom"}}, r"'conformers.geom.rdkit_folder': null"),
@@ -93,3 +93,83 @@ def test_a_preset_replaces_the_model_list_whole():
     paper = validate_config(merged("paper"))
     assert [m["name"] for m in paper["collapse"]["models"]][0] == "gpt2-9m"
     assert "gpt2-d64" not in [m["name"] for m in paper["collapse"]["models"]]
+
+
+# ---- registries: one place knows every name the config can use ---------------------------
+
+
+def _runtime_names(kind: str) -> list[str]:
+    """The names of a registry as the code sees them once imported (torch and all)."""
+    import importlib
+
+    from dlrepro.config import REGISTRIES
+
+    reg = REGISTRIES[kind]
+    module = importlib.import_module(reg.module)
+    if reg.module == "dlrepro.init.inits":
+        importlib.import_module("dlrepro.init.fluctuations")  # every init module registered
+    table = getattr(module, reg.attr)
+    return [n for n in table if reg.kind is None or table[n].kind == reg.kind]
+
+
+@pytest.mark.parametrize("kind", sorted(__import__("dlrepro.config", fromlist=["REGISTRIES"]).REGISTRIES))
+def test_registry_names_read_without_torch_agree_with_the_imported_registry(kind):
+    from dlrepro.config import known_names
+
+    assert sorted(known_names(kind)) == sorted(_runtime_names(kind)), kind
+
+
+def test_config_validation_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, yaml; from dlrepro.config import validate_config; "
+        "validate_config(yaml.safe_load(open('config.yaml'))); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# schema keys whose values are names from a registry: each must say which (`registry:`), so
+# that the one check in dlrepro.config applies; an `enum` copy of a registry is not allowed
+NAME_KEYS = {"policies", "inits", "parametrizations", "arch", "dataset", "prepare", "schedule",
+             "activation", "width_model", "models"}
+
+
+def _walk(node, path=()):
+    if isinstance(node, dict):
+        yield path, node
+        for k, v in node.items():
+            yield from _walk(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, (*path, i))
+
+
+def test_every_name_key_of_the_schema_names_its_registry():
+    from dlrepro.config import REGISTRIES, known_names, load_schema
+
+    registries = {kind: set(known_names(kind)) for kind in REGISTRIES}
+    for path, node in _walk(load_schema()):
+        where = "/".join(map(str, path))
+        if "registry" in node:
+            assert node["registry"] in REGISTRIES, where
+            continue  # an enum beside it only narrows the registry (linreg: two policies)
+        if "enum" in node:
+            for kind, names in registries.items():
+                assert not set(node["enum"]) <= names, f"schema {where}: enum copies registry {kind!r}"
+        key = next((p for p in reversed(path) if isinstance(p, str) and p not in ("properties", "items")), None)
+        if key in NAME_KEYS and node.get("type") == "string":
+            assert False, f"schema {where}: a name key without 'registry:'"
+
+
+def test_a_name_registered_in_code_is_accepted_without_editing_the_schema(monkeypatch):
+    from dlrepro import config
+
+    orig = config.known_names
+    monkeypatch.setattr(config, "known_names",
+                        lambda kind: (*orig(kind), "keep-best") if kind == "policy" else orig(kind))
+    out = validate_config({"vae": {"policies": ["replace", "keep-best"]}})
+    assert out["vae"]["policies"] == ["replace", "keep-best"]

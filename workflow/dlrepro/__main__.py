@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "report": "dlrepro.report.cli",
     "curves": "dlrepro.curves",
     "serve": "dlrepro.warm",
+    "check-config": "dlrepro.config",
 }
 
 
@@ -44,14 +45,29 @@ def main(argv: list[str] | None = None) -> int:
     return run(argv)
 
 
+# What the commands raise for bad input (parameters, files, names): reported in one line,
+# without a traceback (set DLREPRO_TRACEBACK=1 to see it).
+INPUT_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                PermissionError)
+
+
 def run(argv: list[str]) -> int:
     """Run the command ``argv`` in this process."""
+    import os
+
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"dlrepro: unknown command {name!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except INPUT_ERRORS as exc:
+        if os.environ.get("DLREPRO_TRACEBACK"):
+            raise
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"python -m dlrepro {name}: error: {' '.join(text.split())}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

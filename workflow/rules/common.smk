@@ -12,12 +12,15 @@ ROOT = Path(workflow.basedir)
 PKG_DIR = ROOT / "workflow"
 sys.path.insert(0, str(PKG_DIR))  # the package is importable without installation
 
-from dlrepro.config import ConfigError, validate_config
+from dlrepro.config import ConfigError, check_config_paths, coerce_overrides, validate_config
 from dlrepro.data import registry as _registry
 from dlrepro.smk import WarmStart, missing_slurm_env, module_sources, prepare_environment
 
+# Errors in --configfile files and --config entries themselves are raised by Snakemake
+# before this runs (`python -m dlrepro check-config`, run by `make run`, names them); from
+# here on, every problem is one line naming the key path and the value.
 try:
-    _validated = validate_config(config)
+    _validated = validate_config(coerce_overrides(config, workflow.config_settings.config))
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 config.clear()
@@ -28,6 +31,12 @@ _warm = WarmStart()  # started in onstart, on local runs
 
 
 onstart:
+    # folders the config names (data mirror, GEOM): checked before any job, but not in a
+    # dry run, which shows the plan of a config whose folders are not there yet
+    try:
+        check_config_paths(config)
+    except ConfigError as exc:
+        raise WorkflowError(f"invalid configuration: {exc}") from None
     # the executor is known only once execution starts (not while the Snakefile is parsed)
     if workflow.executor_plugin.name == "slurm" and missing_slurm_env():
         raise WorkflowError(
@@ -181,6 +190,40 @@ def prepared(dataset):
 
 # data sets to prepare: config data.prepare plus what each enabled stage adds
 DATA_NEEDED = set(config["data"]["prepare"])
+
+
+def check_offline_data():
+    """With data.allow_network false, every raw file a preparation still needs must be in
+    the mirror: else one line naming the URL and where to put the file, before any job
+    runs. Called by the Snakefile once every stage has added to DATA_NEEDED."""
+    if config["data"]["allow_network"]:
+        return
+    from dlrepro.data.download import lfs_pointer_path, resolve_mirror
+
+    mirror = resolve_mirror(config["data"]["mirror"])
+    for ds in sorted(DATA_NEEDED):
+        done = f"{CONF_DATA}/manifest.json" if ds == "moses" else prepared(ds)
+        if Path(done).exists():
+            continue
+        subset = "all"
+        if ds == "mnist" and config["data"]["images"]["mnist_source"] == "test-file":
+            subset = "test-only"
+        for f in _registry.files_for(ds, subset):
+            if Path(RAW, ds, f.name).exists():
+                continue
+            where = f"{mirror}/{ds}/" if mirror else f"<mirror>/{ds}/ (set data.mirror or $DLREPRO_DATA_MIRROR) "
+            if mirror is None or not (mirror / ds / f.name).is_file():
+                raise WorkflowError(
+                    f"invalid configuration: data set {ds} needs {f.name}, which the mirror lacks and "
+                    f"data.allow_network is false; download {f.urls[0]} and put it at {where}{f.name}"
+                )
+            pointer = lfs_pointer_path(mirror, ds, f.name)
+            if not (f.sha256 or f.md5) and not pointer.is_file():
+                raise WorkflowError(
+                    f"invalid configuration: {ds}/{f.name}'s checksum is published as the Git LFS "
+                    f"pointer {f.lfs_pointer_url}, and data.allow_network is false; download it "
+                    f"and put it at {pointer}"
+                )
 
 
 # ---- linreg stage helpers --------------------------------------------------

@@ -155,10 +155,9 @@ class LMParams:
 
     @classmethod
     def from_json(cls, text: str) -> "LMParams":
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--params is not valid JSON: {exc}") from None
+        from dlrepro.cliutil import load_json
+
+        raw = load_json(text)
         if not isinstance(raw, dict):
             raise ValueError(f"--params must be a JSON object, got {type(raw).__name__}")
         _reject_unknown(raw, cls, "params")

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import typing
 from dataclasses import asdict, dataclass
@@ -92,11 +91,9 @@ def from_dict(cls, data: dict, where: str = ""):
 
 
 def parse_params(cls, text: str):
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--params is not valid JSON: {err}") from None
-    return from_dict(cls, data)
+    from dlrepro.cliutil import load_json
+
+    return from_dict(cls, load_json(text))
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -47,6 +47,16 @@ def resolve_mirror(mirror: str | os.PathLike | None) -> Path | None:
     return Path(value).expanduser().resolve() if value else None
 
 
+LFS_POINTER_SUFFIX = ".lfs-pointer"
+
+
+def lfs_pointer_path(mirror_dir: Path | None, dataset: str, filename: str) -> Path | None:
+    """Where a mirror keeps the Git LFS pointer of a file whose checksum upstream publishes
+    that way (``<mirror>/<data set>/<file>.lfs-pointer``): offline, the file is verified
+    against it."""
+    return mirror_dir / dataset / (filename + LFS_POINTER_SUFFIX) if mirror_dir else None
+
+
 def _open_url(url: str, timeout: float) -> BinaryIO:
     req = urllib.request.Request(url, headers={"User-Agent": "dlrepro-downloader/0.1"})
     return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (https/http URLs from the registry)
@@ -99,23 +109,13 @@ def fetch_file(
     mirror_dir = resolve_mirror(mirror)
     mirror_path = mirror_dir / dataset / filename if mirror_dir else None
 
-    expected_sha = rf.sha256
-    if expected_sha is None and rf.lfs_pointer_url:
-        if not allow_network:
-            raise DownloadError(
-                f"{dataset}/{filename}: its checksum is published as a Git LFS pointer at "
-                f"{rf.lfs_pointer_url}, which needs the network (data.allow_network is false)"
-            )
-        expected_sha = lfs_pointer_sha256(rf.lfs_pointer_url, timeout_s, opener)
-        log.info("expected sha256 %s (from the LFS pointer)", expected_sha)
-
-    sources: list[tuple[str, Callable[[], BinaryIO]]] = []
-    if mirror_path is not None and mirror_path.is_file():
-        sources.append((str(mirror_path), lambda: open(mirror_path, "rb")))
-    if allow_network:
-        for url in rf.urls:
-            sources.append((url, lambda url=url: opener(url, timeout_s)))
-    if not sources:
+    in_mirror = mirror_path is not None and mirror_path.is_file()
+    put_it = (
+        f"download {rf.urls[0]} and put it at "
+        f"{mirror_path or '<mirror>/' + dataset + '/' + filename} "
+        f"(a mirror is config data.mirror or ${MIRROR_ENV})"
+    )
+    if not in_mirror and not allow_network:
         where = (
             f"the mirror has no {mirror_path}"
             if mirror_path
@@ -123,9 +123,39 @@ def fetch_file(
         )
         raise DownloadError(
             f"cannot obtain {dataset}/{filename}: {where} and the network is disallowed "
-            f"(data.allow_network: false). Download {rf.urls[0]} and put it at "
-            f"{mirror_path or '<mirror>/' + dataset + '/' + filename}"
+            f"(data.allow_network: false); {put_it}"
         )
+
+    expected_sha = rf.sha256
+    pointer = lfs_pointer_path(mirror_dir, dataset, filename)
+    if expected_sha is None and rf.lfs_pointer_url and pointer is not None and pointer.is_file():
+        expected_sha = lfs_pointer_sha256(str(pointer), opener=lambda path, timeout: open(path, "rb"))
+        log.info("expected sha256 %s (from the LFS pointer %s)", expected_sha, pointer)
+    elif expected_sha is None and rf.lfs_pointer_url:
+        if not allow_network:
+            raise DownloadError(
+                f"{dataset}/{filename}: its checksum is published as a Git LFS pointer at "
+                f"{rf.lfs_pointer_url}, which needs the network (data.allow_network is false); "
+                f"offline, download that pointer file and put it at "
+                f"{pointer or '<mirror>/' + dataset + '/' + filename + LFS_POINTER_SUFFIX}"
+            )
+        try:
+            expected_sha = lfs_pointer_sha256(rf.lfs_pointer_url, timeout_s, opener)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            have = f"the mirror has {mirror_path}, but " if in_mirror else ""
+            raise DownloadError(
+                f"cannot verify {dataset}/{filename}: {have}its expected sha256 is published in the "
+                f"Git LFS pointer {rf.lfs_pointer_url}, which could not be read ({_reason(exc)})"
+                + ("" if in_mirror else f"; {put_it}")
+            ) from None
+        log.info("expected sha256 %s (from the LFS pointer)", expected_sha)
+
+    sources: list[tuple[str, Callable[[], BinaryIO]]] = []
+    if in_mirror:
+        sources.append((str(mirror_path), lambda: open(mirror_path, "rb")))
+    if allow_network:
+        for url in rf.urls:
+            sources.append((url, lambda url=url: opener(url, timeout_s)))
 
     failures: list[str] = []
     for source, open_source in sources:
@@ -145,7 +175,9 @@ def fetch_file(
                     tmp_path.unlink(missing_ok=True)
                     msg = f"checksum mismatch for {dataset}/{filename} from {source}: {bad}"
                     if is_mirror:
-                        raise DownloadError(msg + " (the mirror file is corrupt or wrong; replace it)")
+                        raise DownloadError(
+                            msg + f" (the mirror file is corrupt or wrong; replace it with {rf.urls[0]})"
+                        )
                     failures.append(msg)
                     break  # a wrong file will not get right by retrying this URL
                 os.replace(tmp_path, dest)
@@ -156,18 +188,21 @@ def fetch_file(
                 raise
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 tmp_path.unlink(missing_ok=True)
-                failures.append(f"{source}: {exc}")
+                failures.append(f"{source}: {_reason(exc)}")
                 if attempt < attempts:
                     time.sleep(min(30.0, 2.0**attempt))
             except BaseException:
                 tmp_path.unlink(missing_ok=True)
                 raise
     hint = (
-        f"; or put the file at {mirror_path}"
+        f"; offline, download {rf.urls[0]} and put it at {mirror_path}"
         if mirror_path
-        else f"; offline, set data.mirror (or ${MIRROR_ENV}) to a folder holding {dataset}/{filename}"
+        else f"; offline, {put_it}"
     )
-    raise DownloadError(
-        f"could not obtain {dataset}/{filename}:\n  " + "\n  ".join(failures) + hint
-    )
+    raise DownloadError(f"could not obtain {dataset}/{filename}: " + "; ".join(failures) + hint)
 
+
+def _reason(exc: BaseException) -> str:
+    """The cause of a network error in a few words (``URLError`` wraps it in ``.reason``)."""
+    reason = getattr(exc, "reason", None)
+    return str(reason if reason is not None else exc) or type(exc).__name__

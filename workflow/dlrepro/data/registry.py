@@ -9,6 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+class UnknownName(KeyError):
+    """An unknown data set or file name; ``str()`` is the message (``KeyError`` quotes it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """One upstream file.
@@ -46,7 +53,9 @@ class Dataset:
         for f in self.files:
             if f.name == name:
                 return f
-        raise KeyError(f"data set {self.name!r} has no file {name!r}")
+        raise UnknownName(
+            f"data set {self.name!r} has no file {name!r}; its files: {', '.join(f.name for f in self.files)}"
+        )
 
 
 _TINYSTORIES_REV = "f54c09fd23315a6f9c86f9dc80f725de7d8f9c64"
@@ -163,5 +172,5 @@ def files_for(dataset: str, subset: str = "all") -> tuple[RemoteFile, ...]:
 
 def get(name: str) -> Dataset:
     if name not in DATASETS:
-        raise KeyError(f"unknown data set {name!r}; known: {sorted(DATASETS)}")
+        raise UnknownName(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
     return DATASETS[name]

@@ -14,24 +14,14 @@ Subcommands (tables are tidy CSV; columns in the modules' docstrings):
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 
 
 def params_from_json(cls, text: str):
     """Build the params dataclass ``cls`` from a JSON object; unknown keys are an error."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--params is not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"--params must be a JSON object, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
-    return cls(**data)
+    from dlrepro.cliutil import parse_params
+
+    return parse_params(text, cls)
 
 
 def _parser() -> argparse.ArgumentParser:

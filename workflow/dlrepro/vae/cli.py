@@ -36,9 +36,8 @@ is repeated under every policy):
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -195,14 +194,9 @@ class EvalParams:
 
 def parse_params(cls: type, text: str | None) -> Any:
     """Build the dataclass ``cls`` from a JSON object, rejecting unknown keys by name."""
-    data = json.loads(text) if text else {}
-    if not isinstance(data, dict):
-        raise ValueError(f"--params must be a JSON object, got {type(data).__name__}")
-    known = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in known:
-            raise ValueError(f"unknown key {key!r} in {cls.__name__} params; known: {sorted(known)}")
-    return cls(**data)
+    from dlrepro.cliutil import parse_params as _parse
+
+    return _parse(text or None, cls)
 
 
 # --------------------------------------------------------------------------- commands

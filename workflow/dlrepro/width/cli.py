@@ -33,7 +33,6 @@ Column lists of every table: :mod:`dlrepro.width.runs` and :mod:`dlrepro.width.a
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -45,10 +44,9 @@ from dlrepro.width.runs import ARMS, MODELS
 
 
 def _json(text: str, where: str = "--params"):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{where} is not valid JSON: {exc}") from None
+    from dlrepro.cliutil import load_json
+
+    return load_json(text, where)
 
 
 def cmd_run(args) -> int:
