@@ -85,11 +85,14 @@ def apply_parametrization(
       the base width (GPT-2 uses 0.02); ``None`` means ``1 / sqrt(base fan_in)`` (LeCun;
       fan_in counts the kernel, 1 for embeddings).
     - ``"model"``: the model keeps its own initialisation (its distribution, any
-      per-layer choices such as GPT-2's residual scaling) and each parameter that differs
-      in shape from the base model is multiplied by ``base RMS * table init multiplier /
-      its RMS``: its scale becomes the base model's scale of that parameter, moved by the
-      abc-table. ``base_model`` must then hold its initial weights (not the meta device);
-      parameters of base shape are left exactly as they are. This is what mup's
+      per-layer choices such as GPT-2's residual scaling) and each parameter whose fan_in
+      differs from the base model's (for a bias: its module's weight's fan_in) is
+      multiplied by ``base RMS * table init multiplier / its RMS``: its scale becomes the
+      base model's scale of that parameter, moved by the abc-table. This assumes the
+      model's own init depends on width only through fan_in (PyTorch's defaults,
+      LeCun/He ``fan_in``, constant-std inits such as GPT-2's): every other parameter is
+      left exactly as it is. ``base_model`` must hold its initial weights (not the meta
+      device). This is what mup's
       ``set_base_shapes(rescale_params=True)`` does for models initialised with
       PyTorch's defaults, and what mutransformers does for GPT-2's constant-std init. The
       RMS of a base tensor of ``n`` entries is known to about ``1/sqrt(2n)``: build the
@@ -161,12 +164,12 @@ def apply_parametrization(
                 elif pname.endswith("bias"):
                     std = 0.0
                     p.zero_()
-            elif tuple(p.shape) != tuple(base_params[pname].shape):
+            elif _fan_in_changed(pname, info, infos):
                 own = _rms(p)
                 scale = _rms(base_params[pname]) * s.init_std_mult / own if own > 0 else 1.0
                 p.mul_(scale)
             else:
-                scale = 1.0
+                scale = 1.0  # the table moves only what depends on fan_in
             plans[pname] = ParamPlan(info.role, info.fan_in_mult, info.fan_out_mult, std, s.lr_mult, scale)
 
         modules = dict(model.named_modules())
@@ -280,6 +283,18 @@ def _mark_zeroed(model: nn.Module, plans: dict[str, ParamPlan]) -> dict[str, Par
                          init_scale=0.0 if pp.init_scale is not None else None)
         out[pname] = pp
     return out
+
+
+def _fan_in_changed(pname: str, info: ParamInfo, infos: dict[str, ParamInfo]) -> bool:
+    """Whether the fan_in feeding ``pname`` differs from the base model's: its own for a
+    weight, its module's weight's for a bias."""
+    if info.kind in ("linear", "conv", "embedding"):
+        return info.fan_in_mult != 1.0
+    if info.kind == "vector":
+        prefix = pname.rsplit(".", 1)[0] + "." if "." in pname else ""
+        weight = infos.get(prefix + "weight")
+        return weight is not None and weight.kind != "vector" and weight.fan_in_mult != 1.0
+    return False
 
 
 def _rms(p) -> float:
