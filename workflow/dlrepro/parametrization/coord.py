@@ -71,6 +71,7 @@ def coord_check(
         _check_positive_int("width", width)
     x, y = data
     loss_fn = loss_fn or _default_loss
+    torch.manual_seed(seed + 1_000_003)  # init="model" reads the base model's weights
     base, delta = model_factory(base_width), model_factory(2 * base_width)
 
     rows = []
