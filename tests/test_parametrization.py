@@ -612,3 +612,27 @@ def test_mlp_rejects_bad_arguments(kwargs, bad):
     args = dict(in_dim=3, width=8, out_dim=2, depth=2) | kwargs
     with pytest.raises(ValueError, match=bad):
         MLP(**args)
+
+
+# --------------------------------------------------------------------------- README
+
+
+def test_readme_example_runs(capsys):
+    """The README's "Applying it to a model of your own" block, executed as written."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("Applying it to a model of your own"):]
+    code = section[section.index("```python\n") + len("```python\n"):]
+    code = code[:code.index("```")]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    model, plan = namespace["model"], namespace["plan"]
+    assert model.output_mult == 1 / 16
+    table = plan.to_frame().set_index("name")
+    assert table.loc["head.weight", "role"] == "output"
+    assert table.loc["head.weight", "init_scale"] == pytest.approx(4.0, rel=0.1)
+    assert table.loc["body.weight", "lr_mult"] == 1 / 16 and table.loc["embed.weight", "init_scale"] == 1.0
+    groups = namespace["opt"].param_groups
+    assert all(g["weight_decay"] * g["lr"] == pytest.approx(0.1 * 3e-3) for g in groups)
+    assert "head.weight" in capsys.readouterr().out

@@ -13,6 +13,7 @@ if stage_on("width"):
     DATA_NEEDED.update([WIDTH_CNN_DATA] if WC.get("cnn") else [])
 
 
+WIDTH_COORD_MODELS = WC["coord_check"]["models"]
 CELL_FILES = ["curves.csv", "lr_sweep.csv", "probe_logits.npy", "probe_labels.npy", "meta.json"]
 
 
@@ -151,17 +152,19 @@ rule width_figure:
         kind="curves|lr_sweep|coord_check|agreement|ensembles",
     params:
         style=FIGURE_STYLE,
+        model=WIDTH_COORD_MODELS[0],  # coord_check: the first model of coord_check.models
     resources:
         **LIGHT_RESOURCES,
     conda:
         ENV
     shell:
         "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro width plot --kind {wildcards.kind} "
-        "--csv {input.csv:q} --out $(dirname {output.png:q})/width_{wildcards.kind} 2> {log:q}"
+        "--model {params.model} --csv {input.csv:q} --out $(dirname {output.png:q})/width_{wildcards.kind} "
+        "2> {log:q}"
 
 
 rule width_coord_check_figure:
-    """The coordinate check of one more model (width_coord_check.png shows the MLP)."""
+    """The coordinate check of each further model (width_coord_check.png shows the first)."""
     input:
         csv=f"{WIDTH}/coord_check.csv",
         code=code("width.cli"),
@@ -175,7 +178,7 @@ rule width_coord_check_figure:
     log:
         f"{LOGS}/width/figure_coord_check_{{model}}.log",
     wildcard_constraints:
-        model="lm|cnn",
+        model="mlp|lm|cnn",
     params:
         style=FIGURE_STYLE,
     resources:
@@ -192,9 +195,5 @@ if stage_on("width"):
     TARGETS.extend(
         f"{FIGURES}/width_{k}.png" for k in ("curves", "lr_sweep", "coord_check", "agreement", "ensembles")
     )
-    TARGETS.extend(
-        f"{FIGURES}/width_coord_check_{m}.png"
-        for m in WC.get("coord_check", {}).get("models", ["mlp", "lm"])
-        if m != "mlp" and WC.get(m)
-    )
+    TARGETS.extend(f"{FIGURES}/width_coord_check_{m}.png" for m in WIDTH_COORD_MODELS[1:])
     TARGETS.append(f"{WIDTH}/lr_optimum.csv")
