@@ -15,9 +15,12 @@ Tasks
          cross-entropy.
 
 Width is the MLP's hidden width, the CNN's channel count or the transformer's
-``d_model``. Every model is put into its parametrization by :func:`dlrepro.parametrization.apply_parametrization` against the
-same model at ``base_width`` (and ``2 * base_width`` to mark the infinite dimensions), so at
-the base width SP, NTK and muP are the same network with the same optimiser. Attention
+``d_model``. Every model is put into its parametrization by
+:func:`dlrepro.parametrization.apply_parametrization` against the same model at
+``base_width`` (and ``2 * base_width`` to mark the infinite dimensions), so at the base
+width SP, NTK and muP are the same network with the same optimiser. ``init`` (``table``:
+the MLP and CNN by default; ``model``: the LM, keeping GPT-2's init) says whether the
+weights are redrawn from the abc-table or the model's own init is rescaled. Attention
 uses ``attn_mult = sqrt(head_dim)`` under muP and 1 under SP/NTK, so its scale is
 ``1/sqrt(head_dim)`` in all three (head_dim is fixed, so muP's ``1/head_dim`` rule is this
 constant). Optimiser: AdamW (:func:`~dlrepro.parametrization.make_optimizer`: per-parameter
