@@ -44,12 +44,14 @@ smoke: $(STAMP)
 # import transformers in every training job, seconds of start-up each. The tests need it
 # too (the sampler is checked token for token against Hugging Face generate), and so do the
 # tracker tests (compute.logger: TensorBoard, MLflow's file store, W&B offline), whose
-# packages are the `trackers` extra for users and live in the same prefix for the tests.
+# packages are the `trackers` extra for users and live in the same prefix for the tests, and
+# the muP cross-check (microsoft/mup, without its unused torchvision dependency).
 BENCH_PREFIX := $(VENV)/bench
 BENCH_STAMP := $(BENCH_PREFIX)/.installed-stamp
 $(BENCH_STAMP): $(STAMP) Makefile
 	$(PY) -m pip install --quiet --prefix $(BENCH_PREFIX) 'transformers>=5' \
 	    'tensorboard>=2.14' 'mlflow-skinny>=2.8' 'wandb>=0.17'
+	$(PY) -m pip install --quiet --prefix $(BENCH_PREFIX) --no-deps 'mup==1.0.0'
 	@touch $@
 
 test: $(STAMP) $(BENCH_STAMP)

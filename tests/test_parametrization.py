@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from dlrepro import parametrization as P
+from dlrepro.models.cnn import CNN
 from dlrepro.models.mlp import MLP
 from dlrepro.models.transformer import Transformer, TransformerConfig
 
@@ -189,12 +191,175 @@ def test_apply_rejects_models_it_cannot_parametrize():
     base = mlp(16)
     with pytest.raises(ValueError, match="missing from the base model"):
         P.apply_parametrization(MLP(IN_DIM, 32, OUT_DIM, DEPTH + 1), "mup", base, seed=0)
-    conv = nn.Sequential(nn.Conv1d(2, 8, 3))
-    with pytest.raises(ValueError, match="3 dimensions"):
-        P.apply_parametrization(conv, "sp", nn.Sequential(nn.Conv1d(2, 4, 3)), seed=0)
+    # a kernel dimension that grows with width is neither fan_in nor fan_out
+    with pytest.raises(ValueError, match="'0.weight'.*dimension 2"):
+        P.apply_parametrization(nn.Sequential(nn.Conv1d(8, 8, 5)), "sp", nn.Sequential(nn.Conv1d(8, 8, 3)), seed=0)
     readout_only = nn.Sequential(nn.Linear(32, 3))  # no output_mult attribute
-    with pytest.raises(ValueError, match="output_mult"):
+    with pytest.raises(ValueError, match="'0.weight'.*output_mult"):
         P.apply_parametrization(readout_only, "mup", nn.Sequential(nn.Linear(16, 3)), seed=0)
+    with pytest.raises(ValueError, match="meta device"):
+        with torch.device("meta"):
+            meta_base = mlp(16)
+        P.apply_parametrization(mlp(32), "mup", meta_base, init="model")
+    with pytest.raises(ValueError, match="init_std applies"):
+        P.apply_parametrization(mlp(32), "mup", base, init="model", init_std=0.02)
+    with pytest.raises(ValueError, match="seed"):
+        P.apply_parametrization(mlp(32), "mup", base)  # init="table" needs a seed
+
+
+class TwoHeads(nn.Module):
+    """An MLP with a second width -> finite head; ``readout_modules`` as given."""
+
+    def __init__(self, width: int, readout_modules=None, aux_readout: bool = False):
+        super().__init__()
+        self.body = nn.Linear(IN_DIM, width)
+        self.head = nn.Linear(width, OUT_DIM)
+        self.aux = (P.Readout if aux_readout else nn.Linear)(width, 3)
+        self.output_mult = 1.0
+        if readout_modules is not None:
+            self.readout_modules = readout_modules
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        return self.head(h * self.output_mult), self.aux(h)
+
+
+def test_a_readout_nothing_multiplies_is_refused_by_name():
+    base = TwoHeads(16, ("head",))
+    with pytest.raises(ValueError, match="'aux.weight'.*readout_modules"):
+        P.apply_parametrization(TwoHeads(64, ("head",)), "mup", base, seed=0)
+    # without readout_modules the model's output_mult cannot tell which head it multiplies
+    with pytest.raises(ValueError, match="'head.weight'.*cannot tell"):
+        P.apply_parametrization(TwoHeads(64), "mup", TwoHeads(16), seed=0)
+    # SP needs no output multiplier: accepted
+    P.apply_parametrization(TwoHeads(64, ("head",)), "sp", base, seed=0)
+    # a head with its own output_mult (Readout, mup's MuReadout) is multiplied by itself
+    model = TwoHeads(64, ("head",), aux_readout=True)
+    plan = P.apply_parametrization(model, "mup", TwoHeads(16, ("head",), aux_readout=True), seed=0)
+    assert model.aux.output_mult == model.output_mult == plan.output_mult == 0.25
+    x = torch.randn(2, IN_DIM)
+    h = torch.relu(model.body(x))
+    assert torch.allclose(model(x)[1], F.linear(h * 0.25, model.aux.weight, model.aux.bias))
+
+
+# --------------------------------------------------------------------------- init="model"
+
+
+def test_model_init_is_rescaled_relative_to_the_base_model():
+    """The MLP keeps PyTorch's uniform init; muP moves only the readout (x sqrt(m)), as mup."""
+    torch.manual_seed(0)
+    base, model = mlp(64, bias=True), mlp(1024, bias=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    plan = P.apply_parametrization(model, "mup", base, init="model")
+    scale = plan.to_frame().set_index("name")["init_scale"]
+    assert plan.init == "model" and plan.to_frame()["init_std"].isna().all()
+    assert scale["layers.0.weight"] == 1.0  # same shape as the base: untouched
+    assert scale["layers.1.weight"] == pytest.approx(1.0, rel=0.03)  # fan-in init is muP's already
+    assert scale["readout.weight"] == pytest.approx(4.0, rel=0.03)  # sqrt(1024 / 64)
+    assert scale["layers.1.bias"] == pytest.approx(4.0, rel=0.3)  # bias ~ 1/sqrt(fan_in) -> constant
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name] * scale[name]), name  # rescaled, not redrawn
+    # the uniform distribution survives: |w| <= sqrt(m) / sqrt(base fan_in)
+    assert model.readout.weight.abs().max() <= 4.0 / math.sqrt(1024) * 1.03
+    assert model.readout.weight.abs().max() > 0.9 / math.sqrt(64)
+
+
+def test_gpt2_residual_scaling_survives_every_parametrization():
+    n_layer = 2
+    torch.manual_seed(0)
+    base, delta = gpt(32, n_layer=n_layer), gpt(64, n_layer=n_layer)
+    residual = 0.02 / math.sqrt(2 * n_layer)
+    stds = {}
+    for name in P.PARAMETRIZATIONS:
+        model = gpt(128, n_layer=n_layer)
+        P.apply_parametrization(model, name, base, delta_model=delta, init="model")
+        stds[name] = {n: p.std().item() for n, p in model.named_parameters() if p.ndim == 2}
+        at_base = gpt(32, n_layer=n_layer)
+        before = {n: p.detach().clone() for n, p in at_base.named_parameters()}
+        P.apply_parametrization(at_base, name, base, delta_model=delta, init="model")
+        assert all(torch.equal(p, before[n]) for n, p in at_base.named_parameters())  # base width: as built
+    m = 128 / 32
+    for name, s in stds.items():
+        hidden = 1 / math.sqrt(m)  # fan-in rule of hidden weights, relative to the base model
+        assert s["transformer.h.1.attn.c_proj.weight"] == pytest.approx(residual * hidden, rel=0.05), name
+        assert s["transformer.h.1.mlp.c_proj.weight"] == pytest.approx(residual * hidden, rel=0.05), name
+        assert s["transformer.h.1.mlp.c_fc.weight"] == pytest.approx(0.02 * hidden, rel=0.05), name
+        assert s["transformer.wte.weight"] == pytest.approx(0.02, rel=0.05), name
+        readout = 0.02 if name == "mup" else 0.02 * hidden
+        assert s["lm_head.weight"] == pytest.approx(readout, rel=0.05), name
+    # init="table" redraws: the residual scaling is gone
+    model = gpt(128, n_layer=n_layer)
+    P.apply_parametrization(model, "mup", base, seed=0, init_std=0.02)
+    assert model.transformer.h[1].mlp.c_proj.weight.std().item() == pytest.approx(0.02 / math.sqrt(m), rel=0.05)
+
+
+# --------------------------------------------------------------------------- convolutions
+
+
+def cnn(width: int, bias: bool = False) -> CNN:
+    return CNN(in_channels=3, width=width, n_classes=OUT_DIM, depth=3, kernel_size=3, bias=bias)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_conv_roles_init_and_learning_rates(optimizer):
+    base, delta = cnn(8, bias=True), cnn(16, bias=True)
+    infos = P.infer_roles(cnn(32, bias=True), base, delta)
+    assert {n: i.role for n, i in infos.items()} == {
+        "convs.0.weight": "input", "convs.0.bias": "vector",
+        "convs.1.weight": "hidden", "convs.1.bias": "vector",
+        "convs.2.weight": "hidden", "convs.2.bias": "vector",
+        "readout.weight": "output", "readout.bias": "fixed",
+    }
+    assert infos["convs.1.weight"].kind == "conv"
+    assert infos["convs.1.weight"].base_fan_in == 8 * 9 and infos["convs.0.weight"].base_fan_in == 3 * 9
+    model = cnn(32)
+    plan = P.apply_parametrization(model, "mup", cnn(8), seed=0, optimizer=optimizer, delta_model=cnn(16))
+    table = plan.to_frame().set_index("name")
+    m = 32 / 8
+    assert table.loc["convs.0.weight", "init_std"] == pytest.approx(1 / math.sqrt(27))
+    assert table.loc["convs.1.weight", "init_std"] == pytest.approx(1 / math.sqrt(32 * 9))  # fan-in incl. kernel
+    assert table.loc["readout.weight", "init_std"] == pytest.approx(1 / math.sqrt(8))
+    assert model.convs[1].weight.std().item() == pytest.approx(1 / math.sqrt(32 * 9), rel=0.05)
+    expected = {"sgd": [m, 1, 1, m], "adamw": [1, 1 / m, 1 / m, 1]}[optimizer]
+    assert list(table["lr_mult"]) == pytest.approx(expected)
+    assert model.output_mult == pytest.approx(1 / m)
+    assert model(torch.randn(2, 3, 12, 12)).shape == (2, OUT_DIM)
+
+
+def test_conv_transpose_layout():
+    base = nn.Sequential(nn.ConvTranspose2d(8, 4, 3))
+    model = nn.Sequential(nn.ConvTranspose2d(32, 4, 3))  # (in, out, k, k): fan_in grows
+    model.output_mult = 1.0
+    info = P.infer_roles(model, base)["0.weight"]
+    assert (info.role, info.fan_in_mult, info.base_fan_in) == ("output", 4.0, 8 * 9)
+
+
+# --------------------------------------------------------------------------- zero init
+
+
+def test_zero_init_readout_and_query():
+    base = gpt(32)
+    model = gpt(64)
+    plan = P.apply_parametrization(model, "mup", base, seed=0, init_std=0.02,
+                                   zero_init_readout=True, zero_init_query=True)
+    assert torch.count_nonzero(model.lm_head.weight) == 0
+    assert plan.params["lm_head.weight"].init_std == 0.0
+    c_attn = model.transformer.h[0].attn.c_attn.weight
+    assert torch.count_nonzero(c_attn[:64]) == 0 and torch.count_nonzero(c_attn[64:]) == c_attn[64:].numel()
+    assert torch.count_nonzero(model.transformer.h[0].attn.c_attn.bias[:64]) == 0
+    # with a zero query every key gets the same attention weight: the output does not depend on attn_scale
+    idx = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(0))
+    before = model(idx)[0]
+    model.transformer.h[0].attn.attn_scale *= 10
+    assert torch.allclose(model(idx)[0], before, atol=1e-6)
+    mlp_model = mlp(64, bias=True)
+    P.apply_parametrization(mlp_model, "mup", mlp(16, bias=True), init="model", zero_init_readout=True)
+    assert not mlp_model.readout.weight.any() and not mlp_model.readout.bias.any()
+    assert mlp_model.layers[1].weight.any()
+    with pytest.raises(ValueError, match="tied to an embedding"):
+        P.apply_parametrization(gpt(64, tie=True), "mup", gpt(32, tie=True), seed=0, zero_init_readout=True)
+    with pytest.raises(ValueError, match="zero_init_query"):
+        P.apply_parametrization(mlp(64), "mup", mlp(16), seed=0, zero_init_query="yes")
 
 
 # --------------------------------------------------------------------------- transformer
@@ -220,14 +385,38 @@ def test_transformer_accepts_every_parametrization():
         assert torch.isfinite(loss)
 
 
-def test_tied_embeddings_are_refused_by_mup_and_ntk():
-    base = gpt(32, tie=True)
-    for name in ("mup", "ntk"):
-        with pytest.raises(ValueError, match="untied"):
-            P.apply_parametrization(gpt(64, tie=True), name, base, seed=0)
+def test_tied_embeddings():
+    """muP takes a tied embedding as mup's MuSharedReadout: an input weight (constant init,
+    Adam lr unchanged, SGD lr x m) whose readout gets the 1/m multiplier. NTK refuses it."""
+    base, delta = gpt(32, tie=True), gpt(64, tie=True)
+    for optimizer, lr in (("adamw", 1.0), ("sgd", 4.0)):
+        model = gpt(128, tie=True)
+        plan = P.apply_parametrization(model, "mup", base, delta_model=delta, optimizer=optimizer, init="model")
+        assert model.lm_head.weight is model.transformer.wte.weight
+        info = plan.params["transformer.wte.weight"]
+        assert info.role == "input" and info.lr_mult == pytest.approx(lr)
+        assert model.output_mult == plan.output_mult == pytest.approx(0.25)
+        assert model.transformer.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    with pytest.raises(ValueError, match="ntk cannot share.*wte"):
+        P.apply_parametrization(gpt(64, tie=True), "ntk", base, seed=0)
     model = gpt(64, tie=True)
     P.apply_parametrization(model, "sp", base, seed=0)
     assert model.lm_head.weight is model.transformer.wte.weight
+
+    class Shared(nn.Module):  # a model whose shared readout carries its own multiplier
+        def __init__(self, d):
+            super().__init__()
+            self.wte = nn.Embedding(40, d)
+            self.head = P.SharedReadout(self.wte)
+
+        def forward(self, idx):
+            return self.head(self.wte(idx))
+
+    model = Shared(128)
+    P.apply_parametrization(model, "mup", Shared(32), seed=0)
+    assert model.head.output_mult == 0.25 and model.head.weight is model.wte.weight
+    x = model.wte(torch.tensor([[1, 2]]))
+    assert torch.allclose(model(torch.tensor([[1, 2]])), x @ model.wte.weight.T * 0.25)
 
 
 # --------------------------------------------------------------------------- optimiser
@@ -250,6 +439,18 @@ def test_make_optimizer_groups(optimizer, cls):
         else:
             assert g["weight_decay"] == 0.0, name
     assert len({g["lr"] for g in opt.param_groups}) > 1  # muP really splits the groups
+
+
+def test_decay_vectors_decays_biases_and_gains_like_mup_adamw():
+    base = mlp(16, bias=True)
+    model = mlp(64, bias=True)
+    plan = P.apply_parametrization(model, "mup", base, seed=0)
+    opt = P.make_optimizer(model, plan, lr=0.1, weight_decay=0.01, decay_vectors=True)
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert group_of[id(p)]["lr"] * group_of[id(p)]["weight_decay"] == pytest.approx(0.1 * 0.01), name
+    with pytest.raises(ValueError, match="decay_vectors"):
+        P.make_optimizer(model, plan, lr=0.1, decay_vectors=1)
 
 
 def test_make_optimizer_rejects_a_foreign_plan():
@@ -412,3 +613,27 @@ def test_mlp_rejects_bad_arguments(kwargs, bad):
     args = dict(in_dim=3, width=8, out_dim=2, depth=2) | kwargs
     with pytest.raises(ValueError, match=bad):
         MLP(**args)
+
+
+# --------------------------------------------------------------------------- README
+
+
+def test_readme_example_runs(capsys):
+    """The README's "Applying it to a model of your own" block, executed as written."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("Applying it to a model of your own"):]
+    code = section[section.index("```python\n") + len("```python\n"):]
+    code = code[:code.index("```")]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    model, plan = namespace["model"], namespace["plan"]
+    assert model.output_mult == 1 / 16
+    table = plan.to_frame().set_index("name")
+    assert table.loc["head.weight", "role"] == "output"
+    assert table.loc["head.weight", "init_scale"] == pytest.approx(4.0, rel=0.1)
+    assert table.loc["body.weight", "lr_mult"] == 1 / 16 and table.loc["embed.weight", "init_scale"] == 1.0
+    groups = namespace["opt"].param_groups
+    assert all(g["weight_decay"] * g["lr"] == pytest.approx(0.1 * 3e-3) for g in groups)
+    assert "head.weight" in capsys.readouterr().out

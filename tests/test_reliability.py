@@ -75,7 +75,8 @@ def test_one_width_added_reruns_that_widths_jobs_fits_and_figures(smoke_run, tmp
     # then the width aggregations (the coordinate check spans all widths), the width-sweep
     # scaling fit and the figures and summary that read them
     assert set(jobs) <= {"width_coord_check", "width_merge", "width_agreement", "width_ensembles",
-                         "width_figure", "scaling_fits", "scaling_figure", "report_summary"}, jobs
+                         "width_figure", "width_coord_check_figure", "scaling_fits", "scaling_figure",
+                         "report_summary"}, jobs
     assert {"width_merge", "width_figure", "scaling_fits"} <= set(jobs)
 
 

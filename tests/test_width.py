@@ -56,10 +56,11 @@ LM_TRAIN = {"base_width": 8, "head_dim": 4, "block_size": 8, "batch_size": 4, "s
             "lr": {"sp": 0.01, "mup": 0.01}, "lr_log2_grid": [0], "seeds": [0, 1], "lr_sweep_seeds": [0],
             "n_test": 4, "n_train_eval": 4, "n_probe": 2, "eval_points": 3, "n_offline": 8,
             "compute": {"checkpoint_every_n_steps": 5}}
+CNN_TRAIN = {**MLP_TRAIN, "base_width": 4, "kernel_size": 3, "pool": 1}
 
 
 def _params(model, **changes):
-    base = MLP_TRAIN if model == "mlp" else LM_TRAIN
+    base = {"mlp": MLP_TRAIN, "lm": LM_TRAIN, "cnn": CNN_TRAIN}[model]
     return runs.train_params(model, {**base, **changes})
 
 
@@ -104,6 +105,18 @@ def test_stage_params_cells_and_errors():
         runs.StageParams.from_dict({"mlp": {"widths": [8], "train": MLP_TRAIN, "arms": {"onlin": None}}})
     with pytest.raises(ValueError, match="no learning rate for parametrization 'ntk'"):
         runs.StageParams.from_dict({"lm": {"widths": [8], "train": LM_TRAIN}})  # all three by default
+    cnn = runs.StageParams.from_dict({"cnn": {"widths": [4, 8], "train": CNN_TRAIN, "dataset": "cifar10",
+                                              "arms": {"online": ["sp", "mup"]}},
+                                      "coord_check": {"models": ["cnn"]}})
+    assert cnn.cells() == [("cnn", p, w, "online") for p in ("sp", "mup") for w in (4, 8)]
+    with pytest.raises(ValueError, match="cnn.dataset"):
+        runs.StageParams.from_dict({"cnn": {"widths": [4], "train": CNN_TRAIN, "dataset": "cifar100"}})
+    with pytest.raises(ValueError, match="mlp.dataset"):
+        runs.StageParams.from_dict({"mlp": {"widths": [8], "train": MLP_TRAIN, "dataset": "cifar10"}})
+    with pytest.raises(ValueError, match="kernel_size"):
+        runs.train_params("cnn", {"kernel_size": 2})
+    with pytest.raises(ValueError, match="init_std"):
+        runs.train_params("lm", {"init_std": 0.02})  # the LM keeps its own init (init: model)
 
 
 def test_eval_steps_and_run_plan():
@@ -248,6 +261,35 @@ def test_lm_cell_and_offline_subset(tmp_path, text_dir):
     assert online.train_batches(0, 6).n_items == online.train.n_windows
 
 
+def test_cnn_cell(tmp_path, mnist_dir):
+    """The CNN trains on the images as [N, C, H, W]; SP and muP coincide at the base width."""
+    a = _run_cell(tmp_path, "cnn", "cnn", mnist_dir, "mup", width=8)
+    b = _run_cell(tmp_path, "cnn2", "cnn", mnist_dir, "mup", width=8)
+    assert (a / "curves.csv").read_bytes() == (b / "curves.csv").read_bytes()
+    curves, meta = pd.read_csv(a / "curves.csv"), read_json(a / "meta.json")
+    assert (curves["model"] == "cnn").all()
+    assert (curves["n_params"] == 1 * 8 * 9 + 8 * 8 * 9 + 8 * 3).all()  # conv 1 -> 8, conv 8 -> 8, readout
+    first, last = curves[curves["step"] == 0], curves[curves["step"] == 12]
+    assert (last["train_loss"].to_numpy() < first["train_loss"].to_numpy()).all()
+    assert meta["lr_mults"]["convs.1.weight"] == 0.5 and meta["lr_mults"]["convs.0.weight"] == 1.0
+    assert np.load(a / "probe_logits.npy").shape == (2, len(meta["eval_steps"]), 16, 3)
+    sp = pd.read_csv(_run_cell(tmp_path, "cnn-sp4", "cnn", mnist_dir, "sp", width=4) / "curves.csv")
+    mup = pd.read_csv(_run_cell(tmp_path, "cnn-mup4", "cnn", mnist_dir, "mup", width=4) / "curves.csv")
+    np.testing.assert_allclose(sp[list(runs.METRICS)].to_numpy(),
+                               mup[list(runs.METRICS)].to_numpy(), rtol=1e-5)
+
+
+def test_lm_keeps_gpt2_residual_scaling(text_dir):
+    task = runs.make_task("lm", _params("lm", n_layer=2, base_width=8), text_dir, "online")
+    model, plan = runs.parametrized_model(task, "mup", 32, seed=0)
+    assert plan.init == "model"
+    c_fc = model.transformer.h[0].mlp.c_fc.weight.std().item()
+    c_proj = model.transformer.h[0].attn.c_proj.weight.std().item()
+    assert c_proj / c_fc == pytest.approx(1 / math.sqrt(2 * 2), rel=0.1)  # std / sqrt(2 n_layer) survives
+    again, _ = runs.parametrized_model(task, "mup", 32, seed=0)
+    assert all(bool((p == q).all()) for p, q in zip(model.parameters(), again.parameters()))  # seeded
+
+
 def test_online_mnist_stream_shifts_images(mnist_dir):
     task = runs.make_task("mlp", _params("mlp", augment_shift=2, pool=1), mnist_dir, "online")
     batches = task.train_batches(seed=3, total_steps=30)
@@ -266,15 +308,17 @@ def test_coord_check_covers_models_and_is_identical_at_base_width(mnist_dir, tex
     stage = runs.StageParams.from_dict({
         "mlp": {"widths": [8, 32], "train": MLP_TRAIN},
         "lm": {"widths": [8, 16], "train": LM_TRAIN, "arms": {"online": ["sp", "mup"]}},
-        "coord_check": {"steps": 2, "batch_size": 4},
+        "cnn": {"widths": [4, 8], "train": CNN_TRAIN, "arms": {"online": ["sp", "mup"]}},
+        "coord_check": {"steps": 2, "batch_size": 4, "models": ["mlp", "lm", "cnn"]},
     })
-    table = runs.run_coord_check(stage, {"mlp": mnist_dir, "lm": text_dir})
+    table = runs.run_coord_check(stage, {"mlp": mnist_dir, "lm": text_dir, "cnn": mnist_dir})
     assert list(table.columns) == runs.COORD_COLUMNS
-    assert set(table["model"]) == {"mlp", "lm"}
+    assert set(table["model"]) == {"mlp", "lm", "cnn"}
     assert set(table[table["model"] == "lm"]["parametrization"]) == {"sp", "mup"}
     assert "transformer.h.0.attn.c_attn" in set(table["layer"]) and "logits" in set(table["layer"])
-    for model in ("mlp", "lm"):
-        base = table[(table["model"] == model) & (table["width"] == 8)]
+    assert {"convs.0", "convs.1", "logits"} == set(table[table["model"] == "cnn"]["layer"])
+    for model, base_width in (("mlp", 8), ("lm", 8), ("cnn", 4)):
+        base = table[(table["model"] == model) & (table["width"] == base_width)]
         by_param = {p: g.sort_values(["step", "layer"])["rms"].to_numpy() for p, g in base.groupby("parametrization")}
         np.testing.assert_allclose(by_param["sp"], by_param["mup"], rtol=1e-5)
 

@@ -371,10 +371,12 @@ def cf_sample_sets():
 WC = config["width"]
 WIDTH = f"{RESULTS}/width"
 WIDTH_TEXT = config["collapse"]["dataset"]
-WIDTH_DATA = {"mlp": f"{DATA}/mnist", "lm": f"{DATA}/{WIDTH_TEXT}"}
+WIDTH_CNN_DATA = (WC.get("cnn") or {}).get("dataset") or "mnist"
+WIDTH_DATA = {"mlp": f"{DATA}/mnist", "lm": f"{DATA}/{WIDTH_TEXT}", "cnn": f"{DATA}/{WIDTH_CNN_DATA}"}
+WIDTH_MODELS = ("mlp", "lm", "cnn")
 def width_cells():
     cells = []
-    for model in ("mlp", "lm"):
+    for model in WIDTH_MODELS:
         section = WC.get(model)
         if not section:
             continue

@@ -3,14 +3,17 @@
 # parametrization, width), so adding a width reruns only that width's cells and the
 # aggregations.
 #
+# models: mlp (MNIST), cnn (MNIST or CIFAR-10, channels = width), lm (the collapse corpus)
 # results/width/cells/<model>/<arm>/<parametrization>/w<width>/{curves.csv, lr_sweep.csv, probe_logits.npy, probe_labels.npy, meta.json}
 # results/width/{curves.csv, lr_sweep.csv, lr_optimum.csv, coord_check.csv, agreement.csv, variance_slopes.csv, ensembles.csv}
 
 if stage_on("width"):
     DATA_NEEDED.update(["mnist"] if WC.get("mlp") else [])
     DATA_NEEDED.update([WIDTH_TEXT] if WC.get("lm") else [])
+    DATA_NEEDED.update([WIDTH_CNN_DATA] if WC.get("cnn") else [])
 
 
+WIDTH_COORD_MODELS = WC["coord_check"]["models"]
 CELL_FILES = ["curves.csv", "lr_sweep.csv", "probe_logits.npy", "probe_labels.npy", "meta.json"]
 
 
@@ -24,7 +27,7 @@ rule width_run:
     log:
         f"{LOGS}/width/{{model}}/{{arm}}/{{param}}/w{{width}}.log",
     wildcard_constraints:
-        model="mlp|lm",
+        model="mlp|lm|cnn",
         arm="online|offline",
         param="sp|ntk|mup",
         width=r"\d+",
@@ -46,7 +49,7 @@ rule width_run:
 rule width_coord_check:
     """Activation scale of every layer after a few steps, vs width, per parametrization."""
     input:
-        data=[f"{WIDTH_DATA[m]}/manifest.json" for m in ("mlp", "lm") if WC.get(m)],
+        data=[f"{WIDTH_DATA[m]}/manifest.json" for m in WIDTH_MODELS if WC.get(m)],
         code=code("width.cli"),
     output:
         f"{WIDTH}/coord_check.csv",
@@ -55,8 +58,8 @@ rule width_coord_check:
     params:
         p=as_json(WC),
         dirs=" ".join(
-            f"--{'mnist' if m == 'mlp' else 'text'}-dir {shlex.quote(WIDTH_DATA[m])}"
-            for m in ("mlp", "lm")
+            f"--{ {'mlp': 'mnist', 'lm': 'text', 'cnn': 'cnn'}[m] }-dir {shlex.quote(WIDTH_DATA[m])}"
+            for m in WIDTH_MODELS
             if WC.get(m)
         ),
     threads: TRAIN_THREADS
@@ -149,17 +152,48 @@ rule width_figure:
         kind="curves|lr_sweep|coord_check|agreement|ensembles",
     params:
         style=FIGURE_STYLE,
+        model=WIDTH_COORD_MODELS[0],  # coord_check: the first model of coord_check.models
     resources:
         **LIGHT_RESOURCES,
     conda:
         ENV
     shell:
         "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro width plot --kind {wildcards.kind} "
-        "--csv {input.csv:q} --out $(dirname {output.png:q})/width_{wildcards.kind} 2> {log:q}"
+        "--model {params.model} --csv {input.csv:q} --out $(dirname {output.png:q})/width_{wildcards.kind} "
+        "2> {log:q}"
+
+
+rule width_coord_check_figure:
+    """The coordinate check of each further model (width_coord_check.png shows the first)."""
+    input:
+        csv=f"{WIDTH}/coord_check.csv",
+        code=code("width.cli"),
+    output:
+        png=report(
+            f"{FIGURES}/width_coord_check_{{model}}.png",
+            caption="../report/width.rst",
+            category="Width variants",
+        ),
+        pdf=f"{FIGURES}/width_coord_check_{{model}}.pdf",
+    log:
+        f"{LOGS}/width/figure_coord_check_{{model}}.log",
+    wildcard_constraints:
+        model="mlp|lm|cnn",
+    params:
+        style=FIGURE_STYLE,
+    resources:
+        **LIGHT_RESOURCES,
+    conda:
+        ENV
+    shell:
+        "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro width plot --kind coord_check "
+        "--model {wildcards.model} --csv {input.csv:q} "
+        "--out $(dirname {output.png:q})/width_coord_check_{wildcards.model} 2> {log:q}"
 
 
 if stage_on("width"):
     TARGETS.extend(
         f"{FIGURES}/width_{k}.png" for k in ("curves", "lr_sweep", "coord_check", "agreement", "ensembles")
     )
+    TARGETS.extend(f"{FIGURES}/width_coord_check_{m}.png" for m in WIDTH_COORD_MODELS[1:])
     TARGETS.append(f"{WIDTH}/lr_optimum.csv")

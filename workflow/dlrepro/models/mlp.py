@@ -36,6 +36,8 @@ assert tuple(ACTIVATIONS) == ACTIVATION_NAMES  # the names config validation che
 
 
 class MLP(nn.Module):
+    readout_modules = ("readout",)  # the modules output_mult multiplies (for the parametrization)
+
     def __init__(self, in_dim: int, width: int, out_dim: int, depth: int,
                  activation: str = "relu", bias: bool = False):
         super().__init__()

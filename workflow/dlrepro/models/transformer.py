@@ -237,6 +237,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    readout_modules = ("lm_head",)  # the modules output_mult multiplies (for the parametrization)
+
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.config = config

@@ -2,16 +2,17 @@
 
 Subcommands (every output is written atomically):
 
-``run --params JSON --model {mlp,lm} --parametrization {sp,ntk,mup} --width W --arm {online,offline} --data-dir DIR --out-dir CELL --ckpt-dir DIR``
+``run --params JSON --model {mlp,lm,cnn} --parametrization {sp,ntk,mup} --width W --arm {online,offline} --data-dir DIR --out-dir CELL --ckpt-dir DIR``
     Train one cell: all seeds x learning rates of one (model, parametrization, width,
     arm). ``--params`` is the model's ``train`` block (:class:`~dlrepro.width.runs.MLPParams`
-    or :class:`~dlrepro.width.runs.LMParams`; unknown keys are an error). ``DIR`` is
-    MNIST's folder (``mlp``) or a text corpus folder (``lm``). Writes ``CELL/curves.csv``,
+    or :class:`~dlrepro.width.runs.LMParams` or :class:`~dlrepro.width.runs.CNNParams`;
+    unknown keys are an error). ``DIR`` is MNIST's folder (``mlp``), a text corpus folder
+    (``lm``) or an image folder, MNIST or CIFAR-10 (``cnn``). Writes ``CELL/curves.csv``,
     ``CELL/lr_sweep.csv``, ``CELL/probe_logits.npy``, ``CELL/probe_labels.npy`` and
     ``CELL/meta.json`` (see :mod:`dlrepro.width.runs`). A killed job rerun with the same
     ``--ckpt-dir`` skips finished runs and resumes the interrupted one; the directory is
     removed once the outputs are written.
-``coord-check --params JSON [--mnist-dir DIR] [--text-dir DIR] --out coord_check.csv``
+``coord-check --params JSON [--mnist-dir DIR] [--text-dir DIR] [--cnn-dir DIR] --out coord_check.csv``
     The coordinate check of every model in ``coord_check.models``; ``--params`` is the
     whole ``width`` block (:class:`~dlrepro.width.runs.StageParams`). Columns ``model,
     parametrization, width, seed, step, layer, rms, delta_rms``.
@@ -63,7 +64,7 @@ def cmd_coord_check(args) -> int:
 
     stage = StageParams.from_dict(_json(args.params))
     get_logger("width", step="coord-check").info("models %s", stage.coord_check.models)
-    table = run_coord_check(stage, {"mlp": args.mnist_dir, "lm": args.text_dir})
+    table = run_coord_check(stage, {"mlp": args.mnist_dir, "lm": args.text_dir, "cnn": args.cnn_dir})
     write_csv(args.out, table)
     return 0
 
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parametrization", required=True, choices=PARAMETRIZATIONS)
     p.add_argument("--width", required=True, type=int)
     p.add_argument("--arm", required=True, choices=ARMS)
-    p.add_argument("--data-dir", required=True, help="MNIST folder (mlp) or text corpus folder (lm)")
+    p.add_argument("--data-dir", required=True, help="MNIST folder (mlp), text corpus folder (lm), image folder (cnn)")
     p.add_argument("--out-dir", required=True, help="the cell's output folder")
     p.add_argument("--ckpt-dir", required=True, help="checkpoints (outside the declared outputs)")
     p.set_defaults(func=cmd_run)
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", required=True, help="JSON: the whole width block")
     p.add_argument("--mnist-dir", default=None)
     p.add_argument("--text-dir", default=None)
+    p.add_argument("--cnn-dir", default=None, help="the CNN's image folder (MNIST or CIFAR-10)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_coord_check)
 

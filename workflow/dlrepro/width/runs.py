@@ -1,19 +1,26 @@
-"""Training runs of the width stage: two tasks, two data arms, one cell of the sweep.
+"""Training runs of the width stage: three tasks, two data arms, one cell of the sweep.
 
 Tasks
 -----
 ``mlp``  an :class:`~dlrepro.models.mlp.MLP` (``depth`` ReLU layers, no biases) on MNIST
          images, average-pooled by ``pool`` (2: 14 x 14 = 196 inputs) and standardised with
          the training images' mean and std; 10-way cross-entropy.
+``cnn``  a :class:`~dlrepro.models.cnn.CNN` (``depth`` 3 x 3 convolutions, 2 x 2 average pools
+         between them, global average pool, linear readout; width = channels) on an image
+         folder of the data stage (``dataset``: MNIST, default, or CIFAR-10), the images
+         pooled and standardised as for the MLP but kept as ``[N, C, H, W]``.
 ``lm``   the GPT-2-style :class:`~dlrepro.models.transformer.Transformer` (``n_layer``
          blocks, no biases, untied embeddings, fixed ``head_dim`` so that the number of
          heads grows with the width) on windows of ``block_size`` tokens; next-token
          cross-entropy.
 
-Width is the MLP's hidden width or the transformer's ``d_model``. Every model is put into
-its parametrization by :func:`dlrepro.parametrization.apply_parametrization` against the
-same model at ``base_width`` (and ``2 * base_width`` to mark the infinite dimensions), so at
-the base width SP, NTK and muP are the same network with the same optimiser. Attention
+Width is the MLP's hidden width, the CNN's channel count or the transformer's
+``d_model``. Every model is put into its parametrization by
+:func:`dlrepro.parametrization.apply_parametrization` against the same model at
+``base_width`` (and ``2 * base_width`` to mark the infinite dimensions), so at the base
+width SP, NTK and muP are the same network with the same optimiser. ``init`` (``table``:
+the MLP and CNN by default; ``model``: the LM, keeping GPT-2's init) says whether the
+weights are redrawn from the abc-table or the model's own init is rescaled. Attention
 uses ``attn_mult = sqrt(head_dim)`` under muP and 1 under SP/NTK, so its scale is
 ``1/sqrt(head_dim)`` in all three (head_dim is fixed, so muP's ``1/head_dim`` rule is this
 constant). Optimiser: AdamW (:func:`~dlrepro.parametrization.make_optimizer`: per-parameter
@@ -96,7 +103,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-MODELS = ("mlp", "lm")
+MODELS = ("mlp", "lm", "cnn")
+CNN_DATASETS = ("mnist", "cifar10")  # image folders of the data stage the CNN can train on
 ARMS = ("online", "offline")
 FORBIDDEN_COMPUTE = ("seed", "max_steps", "epochs", "gradient_clip_val")  # set by the stage
 CURVE_COLUMNS = ["model", "arm", "parametrization", "width", "n_params", "seed", "lr", "step",
@@ -136,7 +144,10 @@ class TrainParams:
     weight_decay: float = 0.0
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
-    init_std: float | None = None  # std of every weight at the base width; None: 1/sqrt(fan_in)
+    # "table": weights redrawn from the abc-table; "model": the model's own init rescaled
+    # relative to the base model (dlrepro.parametrization.apply_parametrization)
+    init: str = "table"
+    init_std: float | None = None  # init "table": std of every weight at the base width; None: 1/sqrt(fan_in)
     output_mult: float = 1.0  # readout multiplier at the base width
     gradient_clip_val: float | None = None
     n_offline: int = 256  # offline arm: training items (images / windows) in the fixed subset
@@ -190,6 +201,9 @@ class TrainParams:
         _require(self.eps > 0, f"{where}.eps (> 0)", self.eps)
         _require(self.output_mult > 0, f"{where}.output_mult (> 0)", self.output_mult)
         _require(self.init_std is None or self.init_std > 0, f"{where}.init_std (> 0 or null)", self.init_std)
+        _require(self.init in ("table", "model"), f"{where}.init (table or model)", self.init)
+        _require(self.init == "table" or self.init_std is None,
+                 f"{where}.init_std (null with init: model, whose own init sets the scale)", self.init_std)
         _require(self.gradient_clip_val is None or self.gradient_clip_val > 0,
                  f"{where}.gradient_clip_val (> 0 or null)", self.gradient_clip_val)
         _require(isinstance(self.compute, dict), f"{where}.compute (an object)", self.compute)
@@ -232,7 +246,7 @@ class LMParams(TrainParams):
     lr_log2_grid: list = field(default_factory=lambda: [-2, -1, 0, 1])
     seeds: list = field(default_factory=lambda: [0, 1])
     eval_points: int = 6
-    init_std: float | None = 0.02
+    init: str = "model"  # GPT-2's own init (std 0.02, residual projections / sqrt(2 n_layer))
     betas: list = field(default_factory=lambda: [0.9, 0.95])
     n_offline: int = 64
     n_test: int = 32
@@ -255,11 +269,38 @@ class LMParams(TrainParams):
                  f"{where}.base_width (a multiple of head_dim={self.head_dim})", self.base_width)
 
 
-PARAMS_CLASSES: dict[str, type[TrainParams]] = {"mlp": MLPParams, "lm": LMParams}
+@dataclass
+class CNNParams(MLPParams):
+    """The CNN (:class:`~dlrepro.models.cnn.CNN`): ``depth`` convolutions of
+    ``kernel_size``, width = channels. Defaults: MNIST pooled to 14 x 14, a cheap arm."""
+
+    # defaults: the cheap arm of the default preset (measured: base-width optimum of Adam's
+    # lr 0.025-0.05 after 100 steps on MNIST at 14 x 14)
+    base_width: int = 8
+    batch_size: int = 32
+    steps: int = 100
+    warmup_steps: int = 10
+    lr: dict = field(default_factory=lambda: {"sp": 0.04, "ntk": 0.04, "mup": 0.04})
+    lr_log2_grid: list = field(default_factory=lambda: [-2, -1, 0, 1, 2])
+    seeds: list = field(default_factory=lambda: [0, 1])
+    n_test: int = 500
+    n_train_eval: int = 250
+    n_probe: int = 250
+    eval_points: int = 6
+    depth: int = 3  # 14 x 14 -> 7 x 7 -> 3 x 3
+    kernel_size: int = 3
+
+    def validate(self, where: str = "params") -> None:
+        super().validate(where)
+        _require(_is_int(self.kernel_size) and self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+                 f"{where}.kernel_size (an odd positive int)", self.kernel_size)
+
+
+PARAMS_CLASSES: dict[str, type[TrainParams]] = {"mlp": MLPParams, "lm": LMParams, "cnn": CNNParams}
 
 
 def train_params(model: str, raw: dict, where: str = "--params") -> TrainParams:
-    """The training params of ``model`` (``mlp`` or ``lm``) from a JSON object."""
+    """The training params of ``model`` (``mlp``, ``lm`` or ``cnn``) from a JSON object."""
     if model not in PARAMS_CLASSES:
         raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
     return PARAMS_CLASSES[model].from_dict(raw, where)
@@ -297,6 +338,7 @@ class MnistTask:
 
     name = "mlp"
     eval_batch = 1024
+    flatten = True  # the MLP reads flat vectors; the CNN (a subclass) images
 
     def __init__(self, params: MLPParams, data_dir: str | Path, arm: str) -> None:
         from dlrepro.io import load_npy
@@ -349,7 +391,8 @@ class MnistTask:
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         if self.params.pool > 1:
             x = torch.nn.functional.avg_pool2d(x, self.params.pool)
-        return ((x - self.mean) / self.std).flatten(1)
+        x = (x - self.mean) / self.std
+        return x.flatten(1) if self.flatten else x
 
     def _tensors(self, images, labels, idx: np.ndarray):
         import torch
@@ -404,6 +447,21 @@ class MnistTask:
     def describe(self) -> dict:
         return {"data_dir": str(self.data_dir), "in_dim": self.in_dim, "n_classes": self.n_classes,
                 "n_train": len(self.train_images), "train_images_sha256": sha256_file(self.data_dir / "train_images.npy")}
+
+
+class ImageCnnTask(MnistTask):
+    """The CNN on an image folder of the data stage (MNIST or CIFAR-10): the MLP task's
+    data, standardisation, shifts and arms, images kept as ``[N, C, H, W]``."""
+
+    name = "cnn"
+    eval_batch = 500
+    flatten = False
+
+    def build(self, width: int) -> nn.Module:
+        from dlrepro.models.cnn import CNN
+
+        p = self.params
+        return CNN(self.train_images.shape[1], width, self.n_classes, p.depth, p.kernel_size, p.activation)
 
 
 class TextTask:
@@ -487,7 +545,7 @@ class TextTask:
                 "train_sha256": sha256_file(self.data_dir / "train.npy")}
 
 
-TASKS = {"mlp": MnistTask, "lm": TextTask}
+TASKS = {"mlp": MnistTask, "lm": TextTask, "cnn": ImageCnnTask}
 
 
 def make_task(model: str, params: TrainParams, data_dir: str | Path, arm: str):
@@ -503,12 +561,19 @@ def parametrized_model(task, parametrization: str, width: int, seed: int):
     from dlrepro.parametrization import apply_parametrization
 
     p = task.params
+    if p.init == "model":  # the base model's initial weights are read: build it for real, seeded
+        torch.manual_seed(seed + 1_000_003)
+        base = task.build(p.base_width)
+        with torch.device("meta"):
+            delta = task.build(2 * p.base_width)
+        torch.manual_seed(seed)
+    else:
+        with torch.device("meta"):  # only the shapes of the base and delta models are read
+            base, delta = task.build(p.base_width), task.build(2 * p.base_width)
     model = task.build(width)
-    with torch.device("meta"):  # only the shapes of the base and delta models are read
-        base, delta = task.build(p.base_width), task.build(2 * p.base_width)
     plan = apply_parametrization(model, parametrization, base, seed=seed, optimizer="adamw",
-                                 delta_model=delta, init_std=p.init_std, output_mult=p.output_mult,
-                                 attn_mult=task.attn_mult(parametrization))
+                                 delta_model=delta, init=p.init, init_std=p.init_std,
+                                 output_mult=p.output_mult, attn_mult=task.attn_mult(parametrization))
     return model, plan
 
 
@@ -744,6 +809,7 @@ class ModelSection:
     widths: list
     train: dict = field(default_factory=dict)
     arms: dict = field(default_factory=lambda: {"online": None, "offline": None})
+    dataset: str | None = None  # cnn only: the image folder (one of CNN_DATASETS; null: mnist)
 
 
 @dataclass
@@ -764,6 +830,7 @@ class StageParams:
     parametrizations: list = field(default_factory=lambda: list(PARAMETRIZATIONS))
     mlp: ModelSection | None = None
     lm: ModelSection | None = None
+    cnn: ModelSection | None = None
     coord_check: CoordCheckSection = field(default_factory=CoordCheckSection)
 
     @classmethod
@@ -799,6 +866,11 @@ class StageParams:
             if section is None:
                 continue
             w = f"{where}.{model}"
+            if model == "cnn":
+                _require(section.dataset is None or section.dataset in CNN_DATASETS,
+                         f"{w}.dataset (one of {list(CNN_DATASETS)} or null)", section.dataset)
+            else:
+                _require(section.dataset is None, f"{w}.dataset (only the cnn block has one)", section.dataset)
             params = train_params(model, section.train, f"{w}.train")
             _require(isinstance(section.widths, list) and len(section.widths) > 0, f"{w}.widths", section.widths)
             for width in section.widths:
@@ -869,7 +941,7 @@ def run_coord_check(stage: StageParams, data_dirs: dict[str, str | Path]) -> pd.
                 frame = coord_check(
                     task.build, sorted(section.widths), p, cc.steps, (x[: cc.batch_size], y[: cc.batch_size]),
                     base_width=params.base_width, optimizer="adamw", lr=params.lr_for(p) * cc.lr_mult,
-                    seed=seed, init_std=params.init_std, output_mult=params.output_mult,
+                    seed=seed, init=params.init, init_std=params.init_std, output_mult=params.output_mult,
                     attn_mult=task.attn_mult(p),
                 )
                 frames.append(frame.assign(model=model))
