@@ -56,7 +56,7 @@ LM_TRAIN = {"base_width": 8, "head_dim": 4, "block_size": 8, "batch_size": 4, "s
             "lr": {"sp": 0.01, "mup": 0.01}, "lr_log2_grid": [0], "seeds": [0, 1], "lr_sweep_seeds": [0],
             "n_test": 4, "n_train_eval": 4, "n_probe": 2, "eval_points": 3, "n_offline": 8,
             "compute": {"checkpoint_every_n_steps": 5}}
-CNN_TRAIN = {**MLP_TRAIN, "base_width": 4, "kernel_size": 3, "pool": 1}
+CNN_TRAIN = {**MLP_TRAIN, "base_width": 4, "kernel_size": 3, "pool": 1, "depth": 2}
 
 
 def _params(model, **changes):

@@ -75,7 +75,7 @@ class Registry:
 REGISTRIES: dict[str, Registry] = {
     "policy": Registry("mixing policy", "dlrepro.policies", "POLICIES", decorator="register"),
     "init": Registry("init", "dlrepro.init.inits", "INITS", decorator="register_init"),
-    "parametrization": Registry("parametrization", "dlrepro.parametrization", "PARAMETRIZATIONS"),
+    "parametrization": Registry("parametrization", "dlrepro.parametrization.table", "PARAMETRIZATIONS"),
     "arch": Registry("architecture", "dlrepro.models", "ARCHS"),
     "activation": Registry("activation", "dlrepro.models", "ACTIVATION_NAMES"),
     "schedule": Registry("noise schedule", "dlrepro.conformers.diffusion", "SCHEDULES"),
@@ -122,6 +122,8 @@ def known_names(kind: str) -> tuple[str, ...]:
     else:
         table = getattr(importlib.import_module(reg.module), reg.attr)
         names = [n for n in table if reg.kind is None or table[n].kind == reg.kind]
+    if not names:  # a registry moved or renamed: a bug of ours, not the user's input
+        raise RuntimeError(f"registry {kind!r}: no names found at {reg.module}.{reg.attr}")
     return tuple(dict.fromkeys(names))
 
 
