@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "vae": "dlrepro.vae.cli",
     "conformers": "dlrepro.conformers.cli",
     "report": "dlrepro.report.cli",
+    "plan": "dlrepro.plan.cli",
     "serve": "dlrepro.warm",
 }
 
