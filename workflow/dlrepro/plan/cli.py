@@ -240,13 +240,13 @@ def main(argv: list[str]) -> int:
         print(f"data: {s}")
     dev_mem = ctx.device_memory_mb()
     over = [(j, j.over_request(dev_mem)) for j in jobs]
-    over = [(j, why) for j, why in over if why]
+    over = sorted([(j, why) for j, why in over if why], key=lambda jw: -jw[0].overrun(dev_mem))  # worst first
     if args.jobs:
         for j in jobs:
             print(f"  {j.name}: {j.work:,.0f} {j.unit}, {(j.seconds or 0) / 60:,.1f} min, "
                   f"host {j.host_mb or 0:,.0f} MB, device {j.device_mb or 0:,.0f} MB; {'; '.join(j.notes)}")
     if over:
-        print(f"\n{len(over)} job(s) exceed their request:")
+        print(f"\n{len(over)} job(s) exceed their request (worst first):")
         for j, why in over[:25]:
             print(f"  {j.name}: {'; '.join(why)}")
         if len(over) > 25:

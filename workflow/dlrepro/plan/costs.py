@@ -10,8 +10,10 @@ flash kernels are counted by the counter, whether or not a causal kernel skips h
 Memory is what a training or sampling process holds at its peak, in bytes:
 
 - training state, fp32 throughout (mixed precision keeps fp32 master weights): weights 4,
-  gradients 4, AdamW's two moments 8 bytes a parameter, plus the bf16 copies of the matmul
-  weights that autocast makes (2 bytes each) under ``bf16-mixed``;
+  gradients 4, AdamW's two moments 8 bytes a parameter, AdamW's temporaries while it
+  updates the largest tensor (two of its size: the for-loop implementation PyTorch uses on
+  CPU), plus the bf16 copies of the matmul weights that autocast makes (2 bytes each)
+  under ``bf16-mixed``;
 - activations saved for the backward pass at the configured micro-batch and context,
   per token and layer (the constants below, counted from the modules' saved tensors and
   checked against measured peak memory on CPU by ``tests/test_paper_shapes.py``), with
@@ -63,6 +65,15 @@ ACCELERATORS: dict[str, Accelerator] = {
 }
 
 MB = 1e6
+
+
+def adam_state(n_params: int, largest_tensor: int) -> float:
+    """Bytes of fp32 weights, gradients, AdamW's moments and its temporaries."""
+    return 16.0 * n_params + 8.0 * largest_tensor
+
+
+# [B, N, N, hidden] float32 tensors per EGNN layer alive at a training step's peak
+PAIR_TENSORS = 14
 
 # --------------------------------------------------------------------------- transformer
 
@@ -149,7 +160,7 @@ class TransformerShape:
     def train_memory(self, batch: int, context: int, mixed: bool) -> dict[str, float]:
         """Peak bytes of one training step: state, activations, logits (module docstring)."""
         P, tokens = self.n_params(), batch * context
-        state = 16.0 * P + (2.0 * self.matmul_params() if mixed else 0.0)
+        state = adam_state(P, self.vocab_size * self.d_model) + (2.0 * self.matmul_params() if mixed else 0.0)
         act_bytes = 2.0 if mixed else 4.0
         acts = tokens * self.n_layer * ACT_PER_LAYER[self.arch] * self.d_model * act_bytes
         acts += tokens * self.d_model * 4.0 * 3  # embeddings, final norm in/out
@@ -194,7 +205,8 @@ class MLPShape:
 
     def train_memory(self, batch: int) -> dict[str, float]:
         acts = batch * (self.in_dim + 2 * self.depth * self.width + 3 * self.out_dim) * 4.0
-        return {"state": 16.0 * self.n_params(), "activations": acts}
+        biggest = max(self.in_dim * self.width, self.width * self.width if self.depth > 1 else 0)
+        return {"state": adam_state(self.n_params(), biggest), "activations": acts}
 
 
 # --------------------------------------------------------------------------- VAE and its judge
@@ -232,10 +244,13 @@ class ConvVAEShape:
 
     def train_memory(self, batch: int) -> dict[str, float]:
         c = self.channels
-        # saved activations per image: conv maps (c x 14 x 14, 2c x 7 x 7, twice each with
-        # ReLU), hidden layers, pixel logits and the loss's copies of them
-        per_image = 2 * (196 * c + 98 * c) * 2 + 4 * self.hidden + 5 * 784
-        return {"state": 16.0 * self.n_params(), "activations": batch * per_image * 4.0}
+        # floats per image at the peak: the four conv / transposed-conv maps (294 c) with
+        # their ReLU outputs and gradients (x 4), the unfolded (im2col) inputs of the 4 x 4
+        # convolutions of 2c channels on 7 x 7 in the forward and backward passes
+        # (3 x 16 c x 49), the hidden layers, and the pixel logits with the loss's copies
+        per_image = 4 * 294 * c + 3 * 16 * c * 49 + 4 * self.hidden + 6 * 784
+        biggest = 98 * self.channels * self.hidden
+        return {"state": adam_state(self.n_params(), biggest), "activations": batch * per_image * 4.0}
 
 
 @dataclass(frozen=True)
@@ -291,10 +306,11 @@ class EGNNShape:
         return self.layers * layer + (self.atom_features + 1) * H + H
 
     def train_memory(self, batch: int, n_atoms: float) -> dict[str, float]:
-        # per layer the [B, N, N, H] pair tensors kept for backward: the summed message,
-        # SiLU in/out, edge MLP out, masked messages, coord MLP hidden in/out (about 8)
-        pair = batch * n_atoms * n_atoms * self.hidden * 4.0 * 8 * self.layers
-        return {"state": 16.0 * self.n_params(), "activations": pair}
+        # per layer the [B, N, N, H] pair tensors kept for backward (the four projections and
+        # their sums, SiLU in/out, the edge MLP, the masked messages, the coordinate MLP's
+        # hidden layer) and the backward pass's gradients of them: 14 measured
+        pair = batch * n_atoms * n_atoms * self.hidden * 4.0 * PAIR_TENSORS * self.layers
+        return {"state": adam_state(self.n_params(), 2 * self.hidden * self.hidden), "activations": pair}
 
 
 def mb(x: float) -> float:

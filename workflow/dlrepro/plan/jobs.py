@@ -73,6 +73,17 @@ class Job:
     def name(self) -> str:
         return f"{self.rule}[{self.wildcards}]" if self.wildcards else self.rule
 
+    def overrun(self, device_memory_mb: float | None) -> float:
+        """The largest ratio of an estimate to its request (or the device's memory)."""
+        ratios = [0.0]
+        if self.seconds is not None and self.request.get("runtime"):
+            ratios.append(self.seconds / 60.0 / self.request["runtime"])
+        if self.host_mb is not None and self.request.get("mem_mb"):
+            ratios.append(self.host_mb / self.request["mem_mb"])
+        if self.device_mb is not None and device_memory_mb:
+            ratios.append(self.device_mb / device_memory_mb)
+        return max(ratios)
+
     def over_request(self, device_memory_mb: float | None) -> list[str]:
         """What the estimate exceeds: ``runtime``, ``mem_mb`` and the device's memory."""
         out = []
