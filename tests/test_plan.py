@@ -156,7 +156,7 @@ def test_training_job_peak_memory_matches_measured_rss(tmp_path):
     cfg, ctx, job, shape = _default_lm_job(tmp_path)
     m = cfg["collapse"]["models"][0]
     setup = Setup(vocab_size=shape.vocab_size, d_model=m["d_model"], n_layer=m["n_layer"], n_head=m["n_head"],
-                  block_size=m["block_size"], batch_size=cfg["collapse"]["optim"]["batch_size"], steps=30,
+                  block_size=m["block_size"], batch_size=cfg["collapse"]["optim"]["batch_size"], steps=10,
                   threads=1)
     n_tokens = int(job.work) or 1 << 19  # the default corpus's training tokens
     folder = tmp_path / "data"
