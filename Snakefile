@@ -28,6 +28,7 @@ include: "workflow/rules/width.smk"
 include: "workflow/rules/init.smk"
 include: "workflow/rules/scaling.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/plan.smk"
 
 
 # the data stage prepares what the enabled stages need, plus data.prepare

@@ -80,7 +80,11 @@ def _build(spec: dict):
         x = torch.randn(B, int(spec["in_dim"]), generator=g)
         y = torch.randint(0, 10, (B,), generator=g)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        return model, opt, lambda: torch.nn.functional.cross_entropy(model(x), y), None
+
+        def predict(n: int):  # a classifier's "sample": its predicted classes for n inputs
+            return model(x[:n]).argmax(dim=-1)
+
+        return model, opt, lambda: torch.nn.functional.cross_entropy(model(x), y), predict
     if kind == "vae":
         from dlrepro.vae.model import VAEConfig
         from dlrepro.vae.module import VAEModule
