@@ -3,9 +3,8 @@
 Every model of ``workflow/presets/paper.yaml`` (the four collapse LMs at its 32k vocabulary
 and 512 context, the VAE, the EGNN, the width sweep's widest MLP and widest transformer)
 is built from the preset's own config, trained for two steps with its stage's module and
-optimiser and sampled for a few tokens (the MLP: its predictions; ``dlrepro.plan.probe``, one fresh
-process each),
-and the step's FLOPs (``torch.utils.flop_counter``) and the peak memory the model added to
+optimiser and sampled for a few tokens (the MLP: its predictions; ``dlrepro.plan.probe``,
+one fresh process each), and the step's FLOPs (``torch.utils.flop_counter``) and the peak memory the model added to
 the process agree with the plan's estimate (``dlrepro.plan.costs``) within 25%.
 
 Micro-batches: the configured one where it fits this 2-core CI machine in seconds (VAE
