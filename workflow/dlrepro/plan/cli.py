@@ -2,7 +2,7 @@
 
     python -m dlrepro plan [--configfile PRESET.yaml ...] [--config KEY=VALUE ...]
                            [--accelerator NAME] [--mfu X] [--results DIR] [--out plan.csv]
-                           [--strict] [--measure-cpu] [--jobs]
+                           [--strict] [--measure-cpu] [--jobs] [--brief]
 
 The configuration is built as the workflow builds it: ``config.yaml``, then each
 ``--configfile`` merged over it (nested keys merged, lists replaced, as Snakemake does),
@@ -150,7 +150,9 @@ def _fmt(x, unit: str = "", digits: int = 1) -> str:
     return str(x)
 
 
-def render(rows: list[dict], jobs: list[Job], ctx) -> str:
+def render(rows: list[dict], jobs: list[Job], ctx, brief: bool = False) -> str:
+    hidden = [r for r in rows if brief and r["flops"] is None and r["seconds_max"] is None]
+    rows = [r for r in rows if r not in hidden]
     head = ["stage", "kind", "jobs", "work", "unit", "FLOPs", "h/job max", "device-h",
             "host GB", "device GB", "disk GB", "over"]
     table = [head]
@@ -167,6 +169,9 @@ def render(rows: list[dict], jobs: list[Job], ctx) -> str:
         lines.append("  ".join(c.ljust(w) if i < 2 or i == 4 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
+    if hidden:
+        lines.append(f"(not shown: {sum(r['n_jobs'] for r in hidden):,} bookkeeping jobs of "
+                     f"{len(hidden)} kinds without an estimate: mixing, tables, figures, downloads)")
     return "\n".join(lines)
 
 
@@ -198,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 if any job's estimate exceeds its request")
     p.add_argument("--measure-cpu", action="store_true", help="measure this machine's fp32 matmul peak (imports torch)")
     p.add_argument("--jobs", action="store_true", help="also list every job with its estimate")
+    p.add_argument("--brief", action="store_true", help="leave out the rows without an estimate (bookkeeping)")
     return p
 
 
@@ -230,7 +236,7 @@ def main(argv: list[str]) -> int:
              + f", at {ctx.mfu:.0%} utilisation; precision {'bf16-mixed' if ctx.mixed else 'fp32'}"
              + (", torch.compile" if ctx.compile else ""))
     print(f"plan of {len(jobs):,} jobs on {where}")
-    print(render(rows, jobs, ctx))
+    print(render(rows, jobs, ctx, brief=args.brief))
     print()
     print(f"total: {t['jobs']:,} jobs, {t['flops']:.3e} FLOPs, {t['gpu_hours']:,.1f} GPU-hours"
           f" + {t['cpu_job_hours']:,.1f} hours of CPU jobs, longest job {t['longest_job_h']:,.2f} h,"

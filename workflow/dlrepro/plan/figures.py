@@ -149,6 +149,8 @@ class MoleculeData:
     n_test_conformers: int
     padded_atoms: float
     source: str
+    n_train_molecules: int = 0
+    mean_atoms: float = 0.0
 
 
 def molecule_data(conf_cfg: dict, results: Path) -> MoleculeData:
@@ -162,7 +164,7 @@ def molecule_data(conf_cfg: dict, results: Path) -> MoleculeData:
         mean_atoms = tr["n_atoms"] / tr["n_molecules"]
         return MoleculeData(tr["n_conformers"], te["n_molecules"], te["n_conformers"],
                             min(prep["max_heavy_atoms"], mean_atoms * fig["pad"]),
-                            f"manifest {results / 'data' / folder / 'manifest.json'}")
+                            f"manifest {results / 'data' / folder / 'manifest.json'}", tr["n_molecules"], mean_atoms)
     k = prep["conformers_per_molecule"]
     per_test = fig["conformers_per_test_molecule"] or k
     if src == "geom":
@@ -170,4 +172,5 @@ def molecule_data(conf_cfg: dict, results: Path) -> MoleculeData:
     return MoleculeData(prep["n_train_molecules"] * k, prep["n_test_molecules"],
                         prep["n_test_molecules"] * per_test,
                         min(prep["max_heavy_atoms"], fig["mean_heavy_atoms"] * fig["pad"]),
-                        f"figures: {src} ({fig['mean_heavy_atoms']} heavy atoms, batch padding x{fig['pad']})")
+                        f"figures: {src} ({fig['mean_heavy_atoms']} heavy atoms, batch padding x{fig['pad']})",
+                        prep["n_train_molecules"], fig["mean_heavy_atoms"])

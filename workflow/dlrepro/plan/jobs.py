@@ -435,7 +435,11 @@ def conformers_jobs(ctx: Context) -> Iterator[Job]:
         job.unit, job.work = "conformers", float(steps * B)
         job.flops = job.work * shape.train_flops_per_molecule(N)
         job.seconds = ctx.seconds(job.flops)
-        job.host_mb, job.device_mb = ctx.memory(shape.train_memory(B, N), host_extra=n_items * N * N * 9 * 1.0)
+        # each conformer set of the mix caches its molecules' graphs: float32 [n, n, 9] pair
+        # features (E[n^2] taken as 1.15 mean^2)
+        sets = n_items / max(1, md.n_train_conformers)
+        graphs = sets * md.n_train_molecules * 1.15 * md.mean_atoms ** 2 * 9 * 4.0
+        job.host_mb, job.device_mb = ctx.memory(shape.train_memory(B, N), host_extra=graphs)
         job.disk_bytes = 4.0 * shape.n_params()
         job.notes.append(f"{steps:,} steps of {B} conformers padded to {N:.0f} atoms ({md.source})")
         return job
