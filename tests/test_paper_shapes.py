@@ -41,7 +41,8 @@ def paper_cases(tmp_path):
     from dlrepro.plan.cli import load_config
     from dlrepro.plan.costs import ConvVAEShape, EGNNShape
     from dlrepro.plan.figures import molecule_data
-    from dlrepro.plan.jobs import transformer_shape, width_shapes, Context
+    from dlrepro.plan.jobs import Context, transformer_shape
+    from dlrepro.plan.stages import width_shapes
 
     cfg = load_config([str(PAPER)], [])
     vocab = cfg["data"]["text"]["vocab_size"]

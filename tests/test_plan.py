@@ -93,7 +93,7 @@ def test_strict_names_the_job_and_both_numbers(tmp_path):
 def test_job_counts_are_snakemakes(tmp_path):
     """Per rule, the plan's jobs are those of ``snakemake -n`` (smoke and paper presets)."""
     from dlrepro.plan.cli import load_config
-    from dlrepro.plan.jobs import plan_jobs
+    from dlrepro.plan.stages import plan_jobs
 
     for preset in (SMOKE, PAPER):
         # in an empty working directory: every job is to be run
@@ -114,7 +114,8 @@ def test_job_counts_are_snakemakes(tmp_path):
 
 def _default_lm_job(tmp_path):
     from dlrepro.plan.cli import load_config
-    from dlrepro.plan.jobs import plan_jobs, transformer_shape
+    from dlrepro.plan.jobs import transformer_shape
+    from dlrepro.plan.stages import plan_jobs
 
     cfg = load_config([], [])
     ctx, jobs = plan_jobs(cfg, tmp_path)

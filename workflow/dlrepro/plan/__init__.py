@@ -8,6 +8,8 @@ arithmetic on the validated config (no torch, no Snakemake), so it runs in a sec
 
 - :mod:`dlrepro.plan.costs`   per-model formulas (parameters, FLOPs, memory);
 - :mod:`dlrepro.plan.figures` data sizes: prepared manifests, else documented figures;
-- :mod:`dlrepro.plan.jobs`    the jobs of each stage, one :class:`~dlrepro.plan.jobs.Job` each;
+- :mod:`dlrepro.plan.jobs`    a :class:`~dlrepro.plan.jobs.Job`, the shared assumptions, the LM jobs;
+- :mod:`dlrepro.plan.stages`  the jobs of each stage (one ``Job`` each, as the rule files make them);
+- :mod:`dlrepro.plan.probe`   measures a model's step on this CPU (FLOPs, peak memory; imports torch);
 - :mod:`dlrepro.plan.cli`     config merging, the table, totals, ``--strict``, ``--out``.
 """

@@ -29,7 +29,8 @@ from pathlib import Path
 import yaml
 
 from dlrepro.plan.costs import ACCELERATORS, Accelerator
-from dlrepro.plan.jobs import Job, plan_jobs
+from dlrepro.plan.jobs import Job
+from dlrepro.plan.stages import plan_jobs
 
 ROOT = Path(__file__).resolve().parents[3]
 
