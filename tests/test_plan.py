@@ -167,3 +167,33 @@ def test_training_job_peak_memory_matches_measured_rss(tmp_path):
     train = run_child("dlrepro", _train_args(setup, folder, n_tokens, tmp_path / "val" / "train.npy"),
                       tmp_path / "train.json")
     assert job.host_mb == pytest.approx(train["peak_rss_mb"], rel=0.25), (job.host_mb, train["peak_rss_mb"])
+
+
+def test_prepared_manifests_replace_the_documented_figures(tmp_path):
+    """The plan reads a prepared corpus's manifest when its settings are the config's, and
+    falls back to the documented figures when they are not (another vocabulary)."""
+    import json
+
+    from dlrepro.plan.cli import load_config
+    from dlrepro.plan.stages import plan_jobs
+
+    cfg = load_config([], [])
+    text = cfg["data"]["text"]
+    folder = tmp_path / "data" / cfg["collapse"]["dataset"]
+    folder.mkdir(parents=True)
+    settings = {k: text[k] for k in ("vocab_size", "val_fraction", "test_fraction", "max_documents", "token_dtype")}
+    splits = {"train": {"n_documents": 10_000, "n_tokens": 2_000_001, "n_chars": 4_000_000},
+              "val": {"n_documents": 500, "n_tokens": 100_000, "n_chars": 200_000},
+              "test": {"n_documents": 1000, "n_tokens": 200_000, "n_chars": 400_000}}
+    manifest = {"settings": {**settings, "seed": cfg["seed"]}, "splits": splits}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    def gen0(c):
+        _, jobs = plan_jobs(c, tmp_path)
+        return next(j for j in jobs if j.rule == "collapse_train_gen0")
+
+    job = gen0(cfg)
+    B, T = cfg["collapse"]["optim"]["batch_size"], cfg["collapse"]["models"][0]["block_size"]
+    assert job.work == (2_000_000 // T // B) * B * T  # one epoch of the manifest's windows
+    other = load_config([], ["data.text.vocab_size=1024"])
+    assert gen0(other).work != job.work  # the manifest is for vocab 512: figures instead
