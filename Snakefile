@@ -29,6 +29,7 @@ include: "workflow/rules/init.smk"
 include: "workflow/rules/scaling.smk"
 include: "workflow/rules/curves.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/plan.smk"
 
 
 check_offline_data()  # every stage has added to DATA_NEEDED

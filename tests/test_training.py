@@ -174,3 +174,41 @@ def test_other_warnings_still_show(tmp_path):
 
     with pytest.warns(UserWarning, match="the user must see"):
         fit(Warns(), batches(), SETTINGS, tmp_path / "ckpt", stage="test")
+
+
+class SlowRegressor(Regressor):
+    """Steps of at least 50 ms: a long job in miniature."""
+
+    def training_step(self, batch, batch_idx):
+        import time
+
+        time.sleep(0.05)
+        return super().training_step(batch, batch_idx)
+
+
+def test_checkpoints_by_wall_time_as_well_as_by_steps(tmp_path, monkeypatch):
+    """With a checkpoint every 1,000 steps only, a crash at step 20 leaves nothing to resume
+    from; with compute.checkpoint_minutes (here 0.03 s, through the environment as the
+    workflow passes it) the last checkpoint is a step or two old, and resuming from it
+    ends with the uninterrupted run's weights."""
+    import dataclasses
+
+    steps_only = dataclasses.replace(SETTINGS, checkpoint_every_n_steps=1000, checkpoint_minutes=0)
+    with pytest.raises(Crash):
+        fit(SlowRegressor(stop_at=20), batches(), steps_only, tmp_path / "off", stage="test")
+    assert not (tmp_path / "off" / "last.ckpt").exists()
+
+    by_time = dataclasses.replace(SETTINGS, checkpoint_every_n_steps=1000, checkpoint_minutes=None)
+    monkeypatch.setenv("DLREPRO_CHECKPOINT_MINUTES", "0.0005")
+    L.seed_everything(0)
+    with pytest.raises(Crash):
+        fit(SlowRegressor(stop_at=20), batches(), by_time, tmp_path / "timed", stage="test")
+    ckpt = torch.load(tmp_path / "timed" / "last.ckpt", weights_only=False)
+    assert 18 <= ckpt["global_step"] <= 20
+    L.seed_everything(0)
+    resumed = Regressor()
+    fit(resumed, batches(), by_time, tmp_path / "timed", stage="test")
+    L.seed_everything(0)
+    full = Regressor()
+    fit(full, batches(), SETTINGS, tmp_path / "full", stage="test")
+    assert torch.equal(params(full), params(resumed))

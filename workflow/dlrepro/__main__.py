@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "conformers": "dlrepro.conformers.cli",
     "report": "dlrepro.report.cli",
     "curves": "dlrepro.curves",
+    "plan": "dlrepro.plan.cli",
     "serve": "dlrepro.warm",
     "check-config": "dlrepro.config",
 }

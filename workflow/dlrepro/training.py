@@ -66,6 +66,10 @@ class TrainSettings:
     compile: bool = False
     gradient_clip_val: float | None = 1.0
     checkpoint_every_n_steps: int = 50
+    # also checkpoint once this many minutes of wall time have passed since the last one, so
+    # a long job preempted late loses minutes, not hours; None: $DLREPRO_CHECKPOINT_MINUTES
+    # (set from config compute.checkpoint_minutes), else 30. 0 turns it off.
+    checkpoint_minutes: float | None = None
     log_every_n_steps: int = 25
     val_every_n_steps: int | None = None
     deterministic: bool = True
@@ -190,15 +194,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         save_torch(path, checkpoint)
 
 
-class PeriodicCheckpoint(Callback):
-    """Save ``last.ckpt`` every ``every`` optimizer steps and at the end of training."""
+CHECKPOINT_MINUTES_ENV = "DLREPRO_CHECKPOINT_MINUTES"
 
-    def __init__(self, path: Path, every: int) -> None:
+
+def checkpoint_minutes(settings: TrainSettings) -> float:
+    """The wall-time checkpoint interval: the setting, else the environment, else 30."""
+    if settings.checkpoint_minutes is not None:
+        return float(settings.checkpoint_minutes)
+    return float(os.environ.get(CHECKPOINT_MINUTES_ENV) or 30.0)
+
+
+class PeriodicCheckpoint(Callback):
+    """Save ``last.ckpt`` every ``every`` optimizer steps, after any step that ends more than
+    ``minutes`` of wall time after the last save (0: never by time), and at the end."""
+
+    def __init__(self, path: Path, every: int, minutes: float = 0.0) -> None:
         self.path, self.every = Path(path), max(1, int(every))
+        self.seconds = 60.0 * float(minutes)
+        self._last = time.monotonic()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every == 0:
+        due = self.seconds > 0 and time.monotonic() - self._last >= self.seconds
+        if self.seconds > 0 and trainer.world_size > 1:
+            due = trainer.strategy.broadcast(due, src=0)  # every rank saves, or none (no hang)
+        if trainer.global_step % self.every == 0 or due:
             trainer.save_checkpoint(self.path)
+            self._last = time.monotonic()
 
     def on_train_end(self, trainer, pl_module) -> None:
         trainer.save_checkpoint(self.path)
@@ -498,7 +522,7 @@ def _fit(module, train_batches, settings, ckpt_dir, *, stage, tag, val_batches, 
             StepSeed(settings.seed),
             FiniteLossGuard(last),
             progress,
-            PeriodicCheckpoint(last, settings.checkpoint_every_n_steps),
+            PeriodicCheckpoint(last, settings.checkpoint_every_n_steps, checkpoint_minutes(settings)),
             *(callbacks or []),
         ],
         plugins=[AtomicCheckpointIO()],

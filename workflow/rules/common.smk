@@ -1,6 +1,7 @@
 # Helpers and config validation shared by every stage. Included first by the Snakefile.
 
 import json
+import os
 import re
 import shlex
 import sys
@@ -26,6 +27,9 @@ except ConfigError as exc:
 config.clear()
 config.update(_validated)
 prepare_environment(PKG_DIR, config)
+# the wall-time checkpoint interval reaches training jobs through the environment: it changes
+# no result, so it must not rerun anything (dlrepro.training.checkpoint_minutes)
+os.environ["DLREPRO_CHECKPOINT_MINUTES"] = str(config["compute"]["checkpoint_minutes"])
 _warm = WarmStart()  # started in onstart, on local runs
 
 
