@@ -27,6 +27,7 @@ LIGHT_RULES = {
     "conformers_figure", "conformers_drawing", "width_merge", "width_agreement", "width_ensembles",
     "width_figure", "init_slopes", "init_figure", "scaling_data_spec", "scaling_data_table",
     "scaling_figure", "scaling_fits", "report_summary", "linreg_check", "linreg_figure", "all",
+    "curves_table", "curves_figure",
     "linreg_simulate", "prepare_text", "prepare_images", "conformers_prepare", "conformers_load_geom",
 }  # the rules with compute.light_resources (every other rule requests compute.train_resources)
 

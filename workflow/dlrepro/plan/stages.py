@@ -143,6 +143,13 @@ def collapse_jobs(ctx: Context) -> Iterator[Job]:
                                             cc["sampling"], token_bytes)
     yield ctx.job("collapse", "collapse_summary")
     yield ctx.job("collapse", "collapse_figure")
+    yield from curves_jobs(ctx, "collapse")
+
+
+def curves_jobs(ctx: Context, stage: str) -> Iterator[Job]:
+    """The stage's training-curves table and figure (workflow/rules/curves.smk)."""
+    for rule in ("curves_table", "curves_figure"):
+        yield ctx.job(stage, rule, _wc(stage=stage))
 
 
 def scaling_jobs(ctx: Context) -> Iterator[Job]:
@@ -223,6 +230,7 @@ def vae_jobs(ctx: Context) -> Iterator[Job]:
                 yield evaluate(ctx.job("vae", "vae_evaluate", wc))
     for rule in ("vae_summary", "vae_figure", "vae_grid"):
         yield ctx.job("vae", rule)
+    yield from curves_jobs(ctx, "vae")
 
 
 def conformers_jobs(ctx: Context) -> Iterator[Job]:
