@@ -50,7 +50,7 @@ localrules:
     vae_mix, vae_summary, vae_figure, vae_grid,
     conformers_mix, conformers_summary, conformers_figure, conformers_drawing,
     width_merge, width_agreement, width_ensembles, width_figure, width_coord_check_figure,
-    init_slopes, init_figure,
+    init_analyse, init_compare, init_figure,
     scaling_data_spec, scaling_data_table, scaling_figure,
     curves_table, curves_figure,
     report_summary,

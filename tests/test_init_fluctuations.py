@@ -9,23 +9,34 @@ import pytest
 import torch
 
 from dlrepro.init.cli import main, params_from_json
+from dlrepro.init.curves import draw_groups, fit_slopes
 from dlrepro.init.fluctuations import (
     FluctuationParams,
-    fit_slopes,
+    asymptotic_slope,
     gaussian_moments,
     run_fluctuations,
     simulate_kernels,
     summarize_kernels,
     theory_fluctuations,
 )
-from dlrepro.init.inits import INITS, TanhMLP, get_init, register_init, sample_weights
+from dlrepro.init.inits import INITS, TanhMLP, get_init, project, register_init, sample_weights
 
 
 @pytest.fixture(scope="module")
-def both_inits():
+def both_draws():
     """Width 32, depth 8 (l/n <= 1/4), 1500 draws: reliable to a few per cent."""
     params = FluctuationParams(widths=[32], depth=8, n_inits=1500, seed=3)
     return run_fluctuations(params)
+
+
+@pytest.fixture(scope="module")
+def both_inits(both_draws):
+    return both_draws[0]
+
+
+def _slopes(run, fit_from):
+    table, draws = run
+    return fit_slopes(draw_groups(draws, None), table, fit_from, 300, 0, asymptotic_slope)
 
 
 # --- samplers ---------------------------------------------------------------------------
@@ -146,8 +157,8 @@ def test_theory_matches_rsh_four_point_recursion_for_gaussian():
 # --- the claims: Gaussian grows with slope ~2/3, orthogonal does not grow ------------------
 
 
-def test_gaussian_fluctuations_grow_with_the_theory_slope(both_inits):
-    slopes = fit_slopes(both_inits, fit_from=0.0).set_index("init")
+def test_gaussian_fluctuations_grow_with_the_theory_slope(both_inits, both_draws):
+    slopes = _slopes(both_draws, 0.0).set_index("init")
     gauss = slopes.loc["gaussian"]
     assert gauss.theory_slope == pytest.approx(0.62, abs=0.06)  # 2/3 with finite-depth corrections
     assert abs(gauss.fitted_slope - gauss.theory_slope) < 0.2
@@ -156,10 +167,10 @@ def test_gaussian_fluctuations_grow_with_the_theory_slope(both_inits):
     assert (deviation < 4 * table.normalized_variance_se + 0.12 * table.theory_normalized_variance).all()
 
 
-def test_orthogonal_fluctuations_do_not_grow(both_inits):
+def test_orthogonal_fluctuations_do_not_grow(both_inits, both_draws):
     orth = both_inits[both_inits["init"] == "orthogonal"].set_index("layer")
     gauss = both_inits[both_inits["init"] == "gaussian"].set_index("layer")
-    slope = fit_slopes(both_inits, fit_from=0.25).set_index("init").loc["orthogonal"]
+    slope = _slopes(both_draws, 0.25).set_index("init").loc["orthogonal"]
     assert slope.fitted_slope < 0.01
     assert orth.normalized_variance.max() < 0.4
     assert (orth.normalized_variance.loc[4:] < 0.1 * gauss.normalized_variance.loc[4:]).all()
@@ -190,19 +201,89 @@ def test_params_reject_unknown_keys_and_bad_values():
 
 def test_cli_fluctuations_and_slopes_are_deterministic(tmp_path):
     params = '{"widths": [8], "depth": 6, "n_inits": 64, "chunk_size": 20, "seed": 7}'
-    for name in ("a.csv", "b.csv"):
-        assert main(["fluctuations", "--params", params, "--out", str(tmp_path / name)]) == 0
+    for name in ("a", "b"):
+        assert main(["fluctuations", "--params", params, "--out", str(tmp_path / f"{name}.csv"),
+                     "--draws", str(tmp_path / f"{name}_draws.csv")]) == 0
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert (tmp_path / "a_draws.csv").read_bytes() == (tmp_path / "b_draws.csv").read_bytes()
     table = pd.read_csv(tmp_path / "a.csv")
     assert list(table.columns[:6]) == ["init", "width", "input_dim", "layer", "n_inits", "kernel_mean"]
     assert len(table) == 2 * 6
     other = '{"widths": [8], "depth": 6, "n_inits": 64, "chunk_size": 20, "seed": 8}'
-    main(["fluctuations", "--params", other, "--out", str(tmp_path / "c.csv")])
+    main(["fluctuations", "--params", other, "--out", str(tmp_path / "c.csv"), "--draws", str(tmp_path / "c_d.csv")])
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
-    assert main(["slopes", "--fluctuations", str(tmp_path / "a.csv"), "--out", str(tmp_path / "s.csv")]) == 0
+    analyse = ["analyse", "--fluctuations", str(tmp_path / "a.csv"), "--fluctuation-draws",
+               str(tmp_path / "a_draws.csv"), "--params", '{"n_resamples": 50}']
+    for name in ("s", "t"):
+        assert main(analyse + ["--slopes", str(tmp_path / f"{name}.csv"),
+                               "--shapes", str(tmp_path / f"{name}_shapes.csv")]) == 0
+    assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "t.csv").read_bytes()
+    assert (tmp_path / "s_shapes.csv").read_bytes() == (tmp_path / "t_shapes.csv").read_bytes()
     slopes = pd.read_csv(tmp_path / "s.csv")
     assert set(slopes["init"]) == {"gaussian", "orthogonal"}
     assert slopes.set_index("init").loc["gaussian", "asymptotic_theory_slope"] == pytest.approx(2 / 3)
     assert main(["plot", "--kind", "fluctuations", "--csv", str(tmp_path / "a.csv"),
-                 "--out", str(tmp_path / "fig")]) == 0  # fmt: skip
+                 "--shapes", str(tmp_path / "s_shapes.csv"), "--out", str(tmp_path / "fig")]) == 0  # fmt: skip
     assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").exists()
+
+
+# --- the direct sampler and intervals over draws ------------------------------------------------
+
+
+@pytest.mark.parametrize("init", ["gaussian", "orthogonal"])
+@pytest.mark.parametrize("n_out,n_in", [(12, 12), (20, 8), (8, 20)])
+def test_direct_projection_matches_the_weight_matrix_distribution(init, n_out, n_in):
+    """W @ h drawn directly has the moments of an explicit weight draw: the per-draw
+    squared norm (its mean and spread) and the first coordinate's variance."""
+    gen = torch.Generator().manual_seed(4)
+    h = torch.randn((1, n_in), generator=gen, dtype=torch.float64).expand(6000, n_in)
+    direct = project(init, h, n_out, c_w=1.5, generator=gen)
+    matrix = torch.bmm(sample_weights(init, 6000, n_out, n_in, 1.5, gen), h.unsqueeze(-1)).squeeze(-1)
+    for z in (direct, matrix):
+        assert z.shape == (6000, n_out)
+    norms_d, norms_m = direct.square().sum(1), matrix.square().sum(1)
+    expected = 1.5 * n_out / n_in * h[0].square().sum().item()
+    assert norms_d.mean().item() == pytest.approx(expected, rel=0.03)
+    assert norms_m.mean().item() == pytest.approx(expected, rel=0.03)
+    spread_d, spread_m = norms_d.std().item(), norms_m.std().item()
+    assert spread_d == pytest.approx(spread_m, rel=0.08, abs=1e-9 * expected)
+    assert direct[:, 0].var().item() == pytest.approx(matrix[:, 0].var().item(), rel=0.08)
+
+
+def test_direct_sampler_simulation_agrees_with_matrix_sampler():
+    curves = {}
+    for sampler in ("matrix", "direct"):
+        g_hat, z4 = simulate_kernels("gaussian", 16, 6, 3000, 16, seed=5, sampler=sampler)
+        curves[sampler] = summarize_kernels(g_hat, z4, 16)
+    a, b = curves["matrix"], curves["direct"]
+    se = np.hypot(a.normalized_variance_se, b.normalized_variance_se)
+    assert (np.abs(a.normalized_variance - b.normalized_variance) < 4 * se).all()
+    with pytest.raises(ValueError, match="sampler"):
+        simulate_kernels("gaussian", 4, 2, 4, 4, sampler="fast")
+
+
+def test_slope_interval_resamples_draws_and_is_wider_than_ols(both_draws):
+    """Depths share their draws, so the interval over draws is wider than the
+    least-squares error that treats depths as independent; it covers the theory slope."""
+    slopes = _slopes(both_draws, 0.0).set_index("init")
+    gauss = slopes.loc["gaussian"]
+    assert gauss.slope_ci_lo < gauss.fitted_slope < gauss.slope_ci_hi
+    assert gauss.slope_se > 2 * gauss.ols_se
+    assert gauss.slope_ci_lo < gauss.theory_slope < gauss.slope_ci_hi
+
+
+def test_width_sweep_cli_is_deterministic_and_extrapolates(tmp_path):
+    params = '{"widths": [8, 16, 32], "depth": 8, "n_inits": 400, "n_resamples": 50, "seed": 2}'
+    for name in ("a.csv", "b.csv"):
+        assert main(["width-sweep", "--params", params, "--out", str(tmp_path / name)]) == 0
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    table = pd.read_csv(tmp_path / "a.csv").set_index("kind")
+    measured = table.loc["measured"].set_index("width")
+    assert sorted(measured.index) == [8, 16, 32]
+    assert (measured.ci_lo <= measured.fitted_slope).all() and (measured.fitted_slope <= measured.ci_hi).all()
+    drop = table.loc["narrow_minus_wide"]
+    assert drop.fitted_slope == pytest.approx(measured.loc[8, "fitted_slope"] - measured.loc[32, "fitted_slope"])
+    extra = table.loc["extrapolated"]
+    assert extra.asymptotic_theory_slope == pytest.approx(2 / 3) and np.isfinite(extra.fitted_slope)
+    with pytest.raises(ValueError, match="at least two distinct"):
+        params_from_json(__import__("dlrepro.init.sweep", fromlist=["x"]).WidthSweepParams, '{"widths": [8]}')

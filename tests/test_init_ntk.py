@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dlrepro.init.cli import main, params_from_json
-from dlrepro.init.fluctuations import fit_slopes
+from dlrepro.init.curves import draw_groups, fit_slopes
 from dlrepro.init.inits import TanhMLP
 from dlrepro.init.ntk import NTKParams, empirical_ntk, ntk_layer_average, relative_ntk_change, run_ntk
 
@@ -92,9 +92,14 @@ def test_relative_ntk_change():
 
 
 @pytest.fixture(scope="module")
-def ntk_table():
+def ntk_run():
     params = NTKParams(widths=[16], depths=[1, 2, 4, 8, 12], n_inits=300, chunk_size=100, seed=1)
     return run_ntk(params)
+
+
+@pytest.fixture(scope="module")
+def ntk_table(ntk_run):
+    return ntk_run[0]
 
 
 def test_depth_one_ntk_is_deterministic(ntk_table):
@@ -104,7 +109,7 @@ def test_depth_one_ntk_is_deterministic(ntk_table):
     assert np.allclose(first["ntk_normalized_variance"], 0.0, atol=1e-20)
 
 
-def test_gaussian_ntk_variance_grows_orthogonal_stays_small(ntk_table):
+def test_gaussian_ntk_variance_grows_orthogonal_stays_small(ntk_table, ntk_run):
     gauss = ntk_table[ntk_table["init"] == "gaussian"].set_index("depth")
     orth = ntk_table[ntk_table["init"] == "orthogonal"].set_index("depth")
     g = gauss["ntk_normalized_variance"]
@@ -113,9 +118,13 @@ def test_gaussian_ntk_variance_grows_orthogonal_stays_small(ntk_table):
     assert (orth["ntk_normalized_variance"].loc[4:] < 0.25 * g.loc[4:]).all()
     # mean NTK is the same for both at leading order in 1/n
     assert np.allclose(orth["ntk_mean"], gauss["ntk_mean"], rtol=0.05)
-    slopes = fit_slopes(None, ntk_table, fit_from=0.0).set_index("init")
+    slopes = fit_slopes(draw_groups(None, ntk_run[1]), None, fit_from=0.0, n_resamples=200, seed=0).set_index("init")
     assert set(slopes["quantity"]) == {"ntk_normalized_variance"}
     assert slopes.loc["gaussian", "fitted_slope"] > 5 * max(slopes.loc["orthogonal", "fitted_slope"], 0.001)
+    # the per-draw table reproduces the summary's normalised variance
+    assert np.allclose(ntk_table.sort_values(["init", "depth"])["ntk_normalized_variance"],
+                       ntk_run[1].groupby(["init", "depth"])["ntk"].agg(lambda v: 16 * v.var() / v.mean() ** 2))
+    assert slopes.loc["gaussian", "slope_ci_lo"] > 0
 
 
 def test_ntk_params_and_cli(tmp_path):
@@ -124,11 +133,12 @@ def test_ntk_params_and_cli(tmp_path):
     with pytest.raises(ValueError, match="strictly increasing"):
         NTKParams(depths=[4, 2])
     params = '{"widths": [6], "depths": [1, 3], "n_inits": 8, "chunk_size": 4}'
-    out = tmp_path / "ntk.csv"
-    assert main(["ntk", "--params", params, "--out", str(out)]) == 0
-    first = out.read_bytes()
-    assert main(["ntk", "--params", params, "--out", str(out)]) == 0
-    assert out.read_bytes() == first
+    out, draws = tmp_path / "ntk.csv", tmp_path / "ntk_draws.csv"
+    assert main(["ntk", "--params", params, "--out", str(out), "--draws", str(draws)]) == 0
+    first, first_draws = out.read_bytes(), draws.read_bytes()
+    assert main(["ntk", "--params", params, "--out", str(out), "--draws", str(draws)]) == 0
+    assert out.read_bytes() == first and draws.read_bytes() == first_draws
+    assert list(pd.read_csv(draws).columns) == ["init", "width", "draw", "depth", "ntk"]
     table = pd.read_csv(out)
     assert list(table.columns) == ["init", "width", "depth", "n_inits", "ntk_mean", "ntk_normalized_variance",
                                    "ntk_normalized_variance_se"]  # fmt: skip

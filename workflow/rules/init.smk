@@ -6,12 +6,24 @@ if stage_on("init"):
     DATA_NEEDED.add(IC["dataset"])
 
 
+def init_ratio_label(ratio):
+    return f"{ratio:g}"
+
+
+INIT_TRAIN_JOBS = [
+    f"{INIT}/training/{init}_r{init_ratio_label(r)}.csv"
+    for r in IC["training"]["depth_ratios"]
+    for init in IC["training"]["inits"]
+]
+
+
 rule init_fluctuations:
-    """Per-layer mean kernel and normalised fluctuation over many initialisations."""
+    """Per-layer mean kernel and normalised fluctuation over many initialisations (+ per-draw kernels)."""
     input:
         code=code("init.cli"),
     output:
-        f"{INIT}/fluctuations.csv",
+        table=f"{INIT}/fluctuations.csv",
+        draws=f"{INIT}/fluctuation_draws.csv",
     log:
         f"{LOGS}/init/fluctuations.log",
     params:
@@ -22,15 +34,17 @@ rule init_fluctuations:
     conda:
         ENV
     shell:
-        "python -m dlrepro init fluctuations --params {params.p:q} --out {output:q} 2> {log:q}"
+        "python -m dlrepro init fluctuations --params {params.p:q} --out {output.table:q} "
+        "--draws {output.draws:q} 2> {log:q}"
 
 
 rule init_ntk:
-    """Empirical NTK (torch.func) mean and normalised variance vs depth."""
+    """Empirical NTK (torch.func) mean and normalised variance vs depth (+ per-draw NTK)."""
     input:
         code=code("init.cli"),
     output:
-        f"{INIT}/ntk.csv",
+        table=f"{INIT}/ntk.csv",
+        draws=f"{INIT}/ntk_draws.csv",
     log:
         f"{LOGS}/init/ntk.log",
     params:
@@ -41,18 +55,39 @@ rule init_ntk:
     conda:
         ENV
     shell:
-        "python -m dlrepro init ntk --params {params.p:q} --out {output:q} 2> {log:q}"
+        "python -m dlrepro init ntk --params {params.p:q} --out {output.table:q} --draws {output.draws:q} 2> {log:q}"
+
+
+rule init_width_sweep:
+    """Gaussian depth slope of the normalised fluctuation at several widths (direct sampler)."""
+    input:
+        code=code("init.cli"),
+    output:
+        f"{INIT}/width_sweep.csv",
+    log:
+        f"{LOGS}/init/width_sweep.log",
+    params:
+        p=init_params("width_sweep"),
+    threads: 1
+    resources:
+        **TRAIN_RESOURCES,
+    conda:
+        ENV
+    shell:
+        "python -m dlrepro init width-sweep --params {params.p:q} --out {output:q} 2> {log:q}"
 
 
 rule init_train:
-    """Full-batch gradient descent (MSE) for both inits at several depth/width ratios."""
+    """Full-batch gradient descent (MSE) for one init and depth/width ratio: lr grid, then seeds."""
     input:
         manifest=f"{INIT_DATA}/manifest.json",
         code=code("init.cli"),
     output:
-        f"{INIT}/training.csv",
+        f"{INIT}/training/{{init}}_r{{ratio}}.csv",
     log:
-        f"{LOGS}/init/training.log",
+        f"{LOGS}/init/training_{{init}}_r{{ratio}}.log",
+    wildcard_constraints:
+        ratio=r"[0-9.e+-]+",
     params:
         p=init_params("training"),
     threads: 1
@@ -62,32 +97,70 @@ rule init_train:
         ENV
     shell:
         "python -m dlrepro init train --params {params.p:q} --data-dir $(dirname {input.manifest:q}) "
-        "--out {output:q} 2> {log:q}"
+        "--init {wildcards.init:q} --depth-ratio {wildcards.ratio} --out {output:q} 2> {log:q}"
 
 
-rule init_slopes:
-    """Fitted depth slopes of the fluctuations beside the theory's (2/3 for Gaussian tanh)."""
+rule init_compare:
+    """Merge the training runs; orthogonal-minus-Gaussian differences with intervals over seeds."""
     input:
-        fluct=rules.init_fluctuations.output,
-        ntk=rules.init_ntk.output,
+        runs=INIT_TRAIN_JOBS,
         code=code("init.cli"),
     output:
-        f"{INIT}/slopes.csv",
+        training=f"{INIT}/training.csv",
+        comparison=f"{INIT}/training_comparison.csv",
     log:
-        f"{LOGS}/init/slopes.log",
+        f"{LOGS}/init/compare.log",
+    params:
+        p=init_params("training"),
     resources:
         **LIGHT_RESOURCES,
     conda:
         ENV
     shell:
-        "python -m dlrepro init slopes --fluctuations {input.fluct:q} --ntk {input.ntk:q} "
-        "--out {output:q} 2> {log:q}"
+        "python -m dlrepro init compare --training {input.runs:q} --params {params.p:q} "
+        "--out-training {output.training:q} --out {output.comparison:q} 2> {log:q}"
+
+
+rule init_analyse:
+    """Depth slopes and curve shapes (peak, decay, saturation) with intervals over draws."""
+    input:
+        fluct=rules.init_fluctuations.output.table,
+        fluct_draws=rules.init_fluctuations.output.draws,
+        ntk_draws=rules.init_ntk.output.draws,
+        code=code("init.cli"),
+    output:
+        slopes=f"{INIT}/slopes.csv",
+        shapes=f"{INIT}/shapes.csv",
+    log:
+        f"{LOGS}/init/analyse.log",
+    params:
+        p=as_json({**IC["analysis"], "seed": config["seed"]}),
+    resources:
+        **LIGHT_RESOURCES,
+    conda:
+        ENV
+    shell:
+        "python -m dlrepro init analyse --fluctuations {input.fluct:q} --fluctuation-draws {input.fluct_draws:q} "
+        "--ntk-draws {input.ntk_draws:q} --params {params.p:q} --slopes {output.slopes:q} "
+        "--shapes {output.shapes:q} 2> {log:q}"
+
+
+INIT_FIGURE_INPUTS = {
+    "fluctuations": {"csv": f"{INIT}/fluctuations.csv", "shapes": f"{INIT}/shapes.csv",
+                     "width-sweep": f"{INIT}/width_sweep.csv"},
+    "ntk": {"csv": f"{INIT}/ntk.csv", "shapes": f"{INIT}/shapes.csv"},
+    "training": {"csv": f"{INIT}/training.csv", "comparison": f"{INIT}/training_comparison.csv"},
+}
+
+
+def init_figure_args(wildcards):
+    return " ".join(f"--{k} {v}" for k, v in INIT_FIGURE_INPUTS[wildcards.kind].items())
 
 
 rule init_figure:
-    """One figure per analysis: fluctuations, ntk, training."""
+    """One figure per analysis: fluctuations (+ width sweep), ntk, training."""
     input:
-        csv=f"{INIT}/{{kind}}.csv",
+        tables=lambda wc: list(INIT_FIGURE_INPUTS[wc.kind].values()),
         code=code("init.cli"),
     output:
         png=report(
@@ -102,15 +175,16 @@ rule init_figure:
         kind="fluctuations|ntk|training",
     params:
         style=FIGURE_STYLE,
+        args=init_figure_args,
     resources:
         **LIGHT_RESOURCES,
     conda:
         ENV
     shell:
         "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro init plot --kind {wildcards.kind} "
-        "--csv {input.csv:q} --out $(dirname {output.png:q})/init_{wildcards.kind} 2> {log:q}"
+        "{params.args} --out $(dirname {output.png:q})/init_{wildcards.kind} 2> {log:q}"
 
 
 if stage_on("init"):
-    TARGETS.append(f"{INIT}/slopes.csv")
+    TARGETS.extend(f"{INIT}/{t}.csv" for t in ("slopes", "shapes", "width_sweep", "training_comparison"))
     TARGETS.extend(f"{FIGURES}/init_{k}.png" for k in ("fluctuations", "ntk", "training"))

@@ -56,7 +56,8 @@ so ``Var(s) - Cov^2/(2K^2) = O(K^4)``. Hence
 * Orthogonal: ``F_{l+1} = (1 - 2/l) F_l + O(1/l^2)``  =>  ``F_l -> 0`` (like ``log l / l^2``):
   no growth with depth; ``V/K^2 -> -2``, depth independent (Day, Kahn & Roberts 2023).
 
-The measured slope is fitted by :func:`fit_slopes`; the theory curve's own slope over the
+The measured slope is fitted by :func:`dlrepro.init.curves.fit_slopes` (intervals from
+resampling draws); the theory curve's own slope over the
 same layers (which includes the ``O(log l)`` corrections at finite depth) is reported
 beside it, with the asymptotic value. Finite-width corrections are ``O(l/n)`` relative.
 
@@ -65,7 +66,9 @@ Table ``fluctuations.csv``, one row per (init, width, layer):
 normalized_variance_se, four_point_vertex, theory_kernel, theory_normalized_variance``
 (``four_point_vertex`` is ``V/G^2``; ``normalized_variance_se`` is the sampling error of
 ``F`` from the fourth moment of ``G_hat``; theory columns are NaN where no theory is
-registered for the init).
+registered for the init). ``fluctuation_draws.csv``, one row per (init, width, draw, layer):
+``init, width, draw, layer, kernel`` (that draw's ``G_hat``), the data the intervals of
+:mod:`.curves` resample.
 """
 
 from __future__ import annotations
@@ -76,7 +79,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from dlrepro.init.inits import get_init, single_threaded_on_cpu
 from dlrepro.log import get_logger
@@ -95,17 +97,7 @@ FLUCTUATION_COLUMNS = [
     "theory_normalized_variance",
 ]
 
-SLOPE_COLUMNS = [
-    "init",
-    "quantity",
-    "width",
-    "layer_min",
-    "layer_max",
-    "fitted_slope",
-    "slope_se",
-    "theory_slope",
-    "asymptotic_theory_slope",
-]
+SAMPLERS = ("matrix", "direct")
 
 
 @dataclass
@@ -166,33 +158,46 @@ def simulate_kernels(
     chunk_size: int = 500,
     dtype: str = "float64",
     device: str = "cpu",
+    sampler: str = "matrix",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per draw and layer, ``G_hat = mean_i z_i^2`` and ``mean_i z_i^4``.
 
     Returns two arrays of shape ``(n_inits, depth)``. Draws are processed ``chunk_size``
-    at a time; within a chunk each layer is one batched matrix product, and only one
-    layer's weights are held in memory. The result depends on ``seed`` and
-    ``chunk_size`` (the order in which the random stream is consumed) only.
+    at a time. ``sampler="matrix"`` draws every weight matrix (each layer one batched
+    matrix product; only one layer's weights are held in memory); ``"direct"`` draws
+    ``W @ h`` directly (:func:`dlrepro.init.inits.project`), exact in distribution for a
+    single input and O(n) per layer, which makes wide sweeps cheap. The result depends
+    on ``seed``, ``chunk_size`` and ``sampler`` (how the random stream is consumed) only.
     """
     import torch
 
-    from dlrepro.init.inits import sample_weights
+    from dlrepro.init.inits import project, sample_weights
 
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     torch_dtype = getattr(torch, dtype)
     generator = torch.Generator(device).manual_seed(seed)
     log = get_logger("init.fluctuations", init=init, width=width, seed=seed)
-    x = torch.full((input_dim, 1), math.sqrt((input_kernel - c_b) / c_w), dtype=torch_dtype, device=device)
+    value = math.sqrt((input_kernel - c_b) / c_w)
     g_hat = np.empty((n_inits, depth))
     z4 = np.empty((n_inits, depth))
     for start in range(0, n_inits, chunk_size):
         size = min(chunk_size, n_inits - start)
-        h = x.expand(size, input_dim, 1)
+        h = torch.full((size, input_dim), value, dtype=torch_dtype, device=device)
         for layer in range(depth):
-            w = sample_weights(init, size, width, h.shape[1], c_w, generator, torch_dtype, device)
-            b = torch.randn((size, width, 1), generator=generator, dtype=torch_dtype, device=device)
-            z = torch.bmm(w, h) + math.sqrt(c_b) * b
-            g_hat[start : start + size, layer] = z.square().mean(dim=(1, 2)).cpu().numpy()
-            z4[start : start + size, layer] = z.pow(4).mean(dim=(1, 2)).cpu().numpy()
+            if sampler == "matrix":
+                w = sample_weights(init, size, width, h.shape[1], c_w, generator, torch_dtype, device)
+                z = torch.bmm(w, h.unsqueeze(-1)).squeeze(-1)
+                b = torch.randn((size, width), generator=generator, dtype=torch_dtype, device=device)
+                z = z + math.sqrt(c_b) * b
+            else:
+                z = project(init, h, width, c_w, generator)
+                if c_b > 0:  # (the matrix path always draws biases, so its stream is unchanged)
+                    z = z + math.sqrt(c_b) * torch.randn((size, width), generator=generator, dtype=torch_dtype,
+                                                         device=device)
+            z2 = z.square()
+            g_hat[start : start + size, layer] = z2.mean(dim=1).cpu().numpy()
+            z4[start : start + size, layer] = z2.square().mean(dim=1).cpu().numpy()
             h = torch.tanh(z)
         log.info("draws %d/%d done", start + size, n_inits)
     return g_hat, z4
@@ -291,9 +296,14 @@ def theory_fluctuations(
 # --- Stage --------------------------------------------------------------------------------
 
 
-def run_fluctuations(params: FluctuationParams) -> pd.DataFrame:
-    """Simulate and predict every (init, width) of ``params``; the tidy table."""
-    frames = []
+def run_fluctuations(params: FluctuationParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulate and predict every (init, width) of ``params``.
+
+    Returns the tidy summary table (``fluctuations.csv``) and the per-draw table
+    (``fluctuation_draws.csv``: ``init, width, draw, layer, kernel``, ``kernel`` being
+    ``G_hat`` of that draw and layer) from which intervals are resampled (:mod:`.curves`).
+    """
+    frames, draws = [], []
     for width in params.widths:
         input_dim = params.input_dim or width
         for init in params.inits:
@@ -314,55 +324,26 @@ def run_fluctuations(params: FluctuationParams) -> pd.DataFrame:
             frame["theory_kernel"] = theory_k
             frame["theory_normalized_variance"] = theory_f
             frames.append(frame)
-    return pd.concat(frames, ignore_index=True)[FLUCTUATION_COLUMNS]
+            draws.append(draws_frame(init, width, g_hat, "layer", "kernel"))
+    return pd.concat(frames, ignore_index=True)[FLUCTUATION_COLUMNS], pd.concat(draws, ignore_index=True)
 
 
-def fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares slope and its standard error (``scipy.stats.linregress``)."""
-    if len(x) < 3:
-        raise ValueError(f"need at least 3 points to fit a slope, got {len(x)}")
-    fit = stats.linregress(x, y)
-    return float(fit.slope), float(fit.stderr)
+def draws_frame(init: str, width: int, samples: np.ndarray, depth_column: str, value_column: str,
+                depths=None) -> pd.DataFrame:
+    """A (draws x depths) array as a long table ``init, width, draw, <depth>, <value>``."""
+    n_draws, n_depths = samples.shape
+    depths = np.arange(1, n_depths + 1) if depths is None else np.asarray(depths)
+    return pd.DataFrame({
+        "init": init,
+        "width": width,
+        "draw": np.repeat(np.arange(n_draws), n_depths),
+        depth_column: np.tile(depths, n_draws),
+        value_column: samples.reshape(-1),
+    })
 
 
-def fit_slopes(
-    fluctuations: pd.DataFrame | None, ntk: pd.DataFrame | None = None, fit_from: float = 0.5
-) -> pd.DataFrame:
-    """Slopes versus depth of the normalised fluctuations (and NTK variance).
-
-    The fit uses the layers (depths) ``>= fit_from * max`` where the large-depth
-    behaviour has set in (at least the deepest three). ``theory_slope`` is the slope of the leading-order theory
-    curve over the same layers, ``asymptotic_theory_slope`` the init's large-depth
-    value (2/3 Gaussian, 0 orthogonal); for the NTK no closed form is used (NaN).
-    Columns: see ``SLOPE_COLUMNS``.
-    """
-    if not 0 <= fit_from < 1:
-        raise ValueError(f"fit_from must be in [0, 1), got {fit_from!r}")
-
-    def window(group, column):  # the deep part, but at least the last three points
-        group = group.sort_values(column)
-        deep = group[group[column] >= fit_from * group[column].max()]
-        return deep if len(deep) >= 3 else group.tail(3)
-
-    rows = []
-    groups = fluctuations.groupby(["init", "width"], sort=True) if fluctuations is not None else []
-    for (init, width), group in groups:
-        group = window(group, "layer")
-        slope, se = fit_line(group["layer"].to_numpy(), group["normalized_variance"].to_numpy())
-        theory = group["theory_normalized_variance"].to_numpy()
-        theory_slope = fit_line(group["layer"].to_numpy(), theory)[0] if np.isfinite(theory).all() else math.nan
-        rows.append((init, "normalized_variance", width, group["layer"].min(), group["layer"].max(),
-                     slope, se, theory_slope, _asymptotic_slope(init)))  # fmt: skip
-    if ntk is not None:
-        for (init, width), group in ntk.groupby(["init", "width"], sort=True):
-            group = window(group, "depth")
-            slope, se = fit_line(group["depth"].to_numpy(), group["ntk_normalized_variance"].to_numpy())
-            rows.append((init, "ntk_normalized_variance", width, group["depth"].min(), group["depth"].max(),
-                         slope, se, math.nan, math.nan))  # fmt: skip
-    return pd.DataFrame(rows, columns=SLOPE_COLUMNS)
-
-
-def _asymptotic_slope(init: str) -> float:
+def asymptotic_slope(init: str) -> float:
+    """The init's large-depth theory slope (NaN for an init no longer registered)."""
     try:
         return get_init(init).asymptotic_slope
     except ValueError:  # an init no longer registered: the table still gets its fit

@@ -35,6 +35,8 @@ from torch import nn
 Sampler = Callable[..., torch.Tensor]
 # (kernel_out, c_b, n_out, n_in) -> n_out * Var(G_hat_out | previous layer) at leading order
 FreshNoise = Callable[[float, float, int, int], float]
+# (h (n_draws, n_in), n_out, c_w, generator) -> W @ h for a fresh draw of W, shape (n_draws, n_out)
+Projector = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -45,25 +47,30 @@ class InitScheme:
     leading-order variance, times width, that one layer with these weights adds to the
     empirical kernel ``G_hat`` of its outputs given its inputs; ``asymptotic_slope`` is
     the predicted large-depth slope of ``n Var(G_hat) / G^2`` versus depth for a
-    critical tanh network (NaN where no theory is known).
+    critical tanh network (NaN where no theory is known); ``project`` (optional) draws
+    ``W @ h`` for fixed inputs ``h`` and a fresh ``W`` directly, exactly in distribution,
+    without forming ``W`` (O(n) instead of O(n^2) work per layer; used for single-input
+    simulations at large width, :func:`project`).
     """
 
     name: str
     sample: Sampler
     fresh_noise: FreshNoise | None = None
     asymptotic_slope: float = math.nan
+    project: Projector | None = None
 
 
 INITS: dict[str, InitScheme] = {}
 
 
-def register_init(name: str, fresh_noise: FreshNoise | None = None, asymptotic_slope: float = math.nan):
+def register_init(name: str, fresh_noise: FreshNoise | None = None, asymptotic_slope: float = math.nan,
+                  project: Projector | None = None):
     """Decorator: register ``sampler`` under ``name`` (names must be unique)."""
 
     def decorator(sampler: Sampler) -> Sampler:
         if name in INITS:
             raise ValueError(f"init {name!r} is already registered")
-        INITS[name] = InitScheme(name, sampler, fresh_noise, asymptotic_slope)
+        INITS[name] = InitScheme(name, sampler, fresh_noise, asymptotic_slope, project)
         return sampler
 
     return decorator
@@ -95,6 +102,19 @@ def sample_weights(
     return get_init(name).sample(n_draws, n_out, n_in, c_w, generator, dtype, device)
 
 
+def project(name: str, h: torch.Tensor, n_out: int, c_w: float = 1.0,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """``W @ h`` for a fresh draw of ``W`` (``n_out x n_in``) from init ``name`` per row of
+    ``h`` (shape ``(n_draws, n_in)``), sampled directly; a ValueError if the init has no
+    direct projector. Exact in distribution: both ensembles are rotation invariant, so
+    only ``|h|`` matters (see the projectors below); tested against :func:`sample_weights`.
+    """
+    scheme = get_init(name)
+    if scheme.project is None:
+        raise ValueError(f"init {name!r} has no direct projector; use sampler 'matrix'")
+    return scheme.project(h, n_out, c_w, generator)
+
+
 # --- Gaussian ---------------------------------------------------------------------------
 
 
@@ -103,7 +123,14 @@ def _gaussian_fresh_noise(kernel: float, c_b: float, n_out: int, n_in: int) -> f
     return 2.0 * kernel**2
 
 
-@register_init("gaussian", fresh_noise=_gaussian_fresh_noise, asymptotic_slope=2.0 / 3.0)
+def _gaussian_project(h, n_out, c_w, generator=None):
+    # Given h, the rows of W are i.i.d. N(0, C_W/n_in I): W h ~ N(0, C_W |h|^2/n_in I).
+    scale = (c_w * h.square().sum(dim=1, keepdim=True) / h.shape[1]).sqrt()
+    return scale * torch.randn((h.shape[0], n_out), generator=generator, dtype=h.dtype, device=h.device)
+
+
+@register_init("gaussian", fresh_noise=_gaussian_fresh_noise, asymptotic_slope=2.0 / 3.0,
+               project=_gaussian_project)
 def gaussian(n_draws, n_out, n_in, c_w, generator=None, dtype=torch.float64, device="cpu"):
     w = torch.randn((n_draws, n_out, n_in), generator=generator, dtype=dtype, device=device)
     return w * math.sqrt(c_w / n_in)
@@ -158,7 +185,20 @@ def _orthogonal_fresh_noise(kernel: float, c_b: float, n_out: int, n_in: int) ->
     return signal**2 * projection + 2.0 * (kernel**2 - signal**2)
 
 
-@register_init("orthogonal", fresh_noise=_orthogonal_fresh_noise, asymptotic_slope=0.0)
+def _orthogonal_project(h, n_out, c_w, generator=None):
+    # W = s Q (n_out >= n_in, Q with orthonormal columns) or s Q^T (n_out < n_in), s =
+    # sqrt(C_W max(n_out, n_in)/n_in), Q Haar: W h = s |h| times the first n_out
+    # coordinates of a uniformly random unit vector in R^max(n_out, n_in).
+    n_in = h.shape[1]
+    big = max(n_out, n_in)
+    g = torch.randn((h.shape[0], big), generator=generator, dtype=h.dtype, device=h.device)
+    u = g / torch.linalg.vector_norm(g, dim=1, keepdim=True)
+    scale = math.sqrt(c_w * big / n_in) * torch.linalg.vector_norm(h, dim=1, keepdim=True)
+    return scale * u[:, :n_out]
+
+
+@register_init("orthogonal", fresh_noise=_orthogonal_fresh_noise, asymptotic_slope=0.0,
+               project=_orthogonal_project)
 def orthogonal(n_draws, n_out, n_in, c_w, generator=None, dtype=torch.float64, device="cpu"):
     q = haar_semi_orthogonal(n_draws, max(n_out, n_in), min(n_out, n_in), generator, dtype, device)
     if n_out < n_in:

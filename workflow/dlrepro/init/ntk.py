@@ -24,7 +24,8 @@ At depth 1 the kernel is deterministic: ``Theta_ii = lambda_b + lambda_W |x|^2 /
 
 Table ``ntk.csv``, one row per (init, width, depth):
 ``init, width, depth, n_inits, ntk_mean, ntk_normalized_variance,
-ntk_normalized_variance_se``.
+ntk_normalized_variance_se``; ``ntk_draws.csv``, one row per (init, width, draw, depth):
+``init, width, draw, depth, ntk`` (that draw's ``Theta_hat``), resampled by :mod:`.curves`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from dlrepro.init.fluctuations import check_positive_ints, normalized_variance
+from dlrepro.init.fluctuations import check_positive_ints, draws_frame, normalized_variance
 from dlrepro.init.inits import get_init, single_threaded_on_cpu
 from dlrepro.log import get_logger
 
@@ -203,9 +204,10 @@ def simulate_ntk(
     return out
 
 
-def run_ntk(params: NTKParams) -> pd.DataFrame:
-    """Simulate every (init, width) of ``params``; the tidy ``ntk.csv`` table."""
-    frames = []
+def run_ntk(params: NTKParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulate every (init, width) of ``params``: the tidy ``ntk.csv`` table and the
+    per-draw table ``ntk_draws.csv`` (``init, width, draw, depth, ntk``)."""
+    frames, draws = [], []
     for width in params.widths:
         input_dim = params.input_dim or width
         for init in params.inits:
@@ -219,6 +221,7 @@ def run_ntk(params: NTKParams) -> pd.DataFrame:
                     params.dtype, params.device,
                 )  # fmt: skip
             mean, normalized, se = normalized_variance(theta, width)
+            draws.append(draws_frame(init, width, theta, "depth", "ntk", params.depths))
             frames.append(
                 pd.DataFrame(
                     {
@@ -232,4 +235,4 @@ def run_ntk(params: NTKParams) -> pd.DataFrame:
                     }
                 )
             )
-    return pd.concat(frames, ignore_index=True)[NTK_COLUMNS]
+    return pd.concat(frames, ignore_index=True)[NTK_COLUMNS], pd.concat(draws, ignore_index=True)
