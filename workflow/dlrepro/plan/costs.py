@@ -209,6 +209,43 @@ class MLPShape:
         return {"state": adam_state(self.n_params(), biggest), "activations": acts}
 
 
+@dataclass(frozen=True)
+class WidthCNNShape:
+    """:class:`dlrepro.models.cnn.CNN` without biases: ``depth`` k x k convolutions of
+    ``width`` channels on ``in_channels`` x ``size`` x ``size`` images, a 2 x 2 average
+    pool between convolutions, global average pool, linear readout."""
+
+    in_channels: int
+    size: int
+    width: int
+    out_dim: int
+    depth: int
+    kernel: int = 3
+
+    def _layers(self) -> list[tuple[int, int, int]]:
+        """(spatial positions, input channels, output channels) of each convolution."""
+        out, side = [], self.size
+        for i in range(self.depth):
+            out.append((side * side, self.in_channels if i == 0 else self.width, self.width))
+            if i < self.depth - 1 and side >= 2:
+                side //= 2
+        return out
+
+    def n_params(self) -> int:
+        k2 = self.kernel ** 2
+        return sum(c_in * c_out * k2 for _, c_in, c_out in self._layers()) + self.width * self.out_dim
+
+    def train_flops_per_item(self) -> float:
+        k2 = self.kernel ** 2
+        forward = sum(2.0 * hw * c_in * c_out * k2 for hw, c_in, c_out in self._layers())
+        return 3.0 * (forward + 2.0 * self.width * self.out_dim)
+
+    def train_memory(self, batch: int) -> dict[str, float]:
+        acts = batch * (self.in_channels * self.size ** 2 + sum(3.0 * hw * c for hw, _, c in self._layers())) * 4.0
+        biggest = max(c_in * c_out * self.kernel ** 2 for _, c_in, c_out in self._layers())
+        return {"state": adam_state(self.n_params(), biggest), "activations": acts}
+
+
 # --------------------------------------------------------------------------- VAE and its judge
 
 

@@ -25,7 +25,7 @@ LIGHT_RULES = {
     "download", "collapse_real_spec", "collapse_mix", "collapse_summary", "collapse_figure",
     "vae_mix", "vae_summary", "vae_figure", "vae_grid", "conformers_mix", "conformers_summary",
     "conformers_figure", "conformers_drawing", "width_merge", "width_agreement", "width_ensembles",
-    "width_figure", "init_slopes", "init_figure", "scaling_data_spec", "scaling_data_table",
+    "width_figure", "init_compare", "init_analyse", "init_figure", "scaling_data_spec", "scaling_data_table",
     "scaling_figure", "scaling_fits", "report_summary", "linreg_check", "linreg_figure", "all",
     "curves_table", "curves_figure",
     "linreg_simulate", "prepare_text", "prepare_images", "conformers_prepare", "conformers_load_geom",

@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 from typing import Iterator
 
-from dlrepro.plan.costs import Accelerator, ConvVAEShape, EGNNShape, MLPShape, SmallCNNShape, TransformerShape
+from dlrepro.plan.costs import (Accelerator, ConvVAEShape, EGNNShape, MLPShape, SmallCNNShape, TransformerShape,
+                                WidthCNNShape)
 from dlrepro.plan.figures import TEXT_FIGURES, image_data, image_raw_bytes, molecule_data, text_data
 from dlrepro.plan.jobs import (
     RMSD_PER_S,
@@ -316,6 +317,8 @@ def _width_runs(train: dict, defaults: dict) -> int:
 
 MLP_DEFAULTS = {"seeds": [0, 1, 2], "lr_sweep_seeds": [0], "lr_log2_grid": [-3, -2, -1, 0, 1, 2], "batch_size": 64,
                 "steps": 150, "depth": 2, "pool": 2, "n_test": 1000, "n_train_eval": 500, "eval_points": 8}
+CNN_DEFAULTS = {**MLP_DEFAULTS, "seeds": [0, 1], "lr_log2_grid": [-2, -1, 0, 1, 2], "batch_size": 32, "steps": 100,
+                "depth": 3, "kernel_size": 3, "n_test": 500, "n_train_eval": 250, "eval_points": 6}
 LM_DEFAULTS = {"seeds": [0, 1], "lr_sweep_seeds": [0], "lr_log2_grid": [-2, -1, 0, 1], "batch_size": 8, "steps": 80,
                "n_layer": 2, "head_dim": 16, "block_size": 64, "arch": "gpt2", "n_test": 32, "n_train_eval": 32,
                "eval_points": 6}
@@ -328,6 +331,11 @@ def width_shapes(ctx: Context, model: str, width: int):
         p = {**MLP_DEFAULTS, **sec["train"]}
         in_dim = (28 // p["pool"]) ** 2
         return MLPShape(in_dim, width, 10, p["depth"]), p
+    if model == "cnn":
+        p = {**CNN_DEFAULTS, **sec["train"]}
+        cifar = sec.get("dataset") == "cifar10"
+        side = (32 if cifar else 28) // p["pool"]
+        return WidthCNNShape(3 if cifar else 1, side, width, 10, p["depth"], p["kernel_size"]), p
     p = {**LM_DEFAULTS, **sec["train"]}
     shape = TransformerShape(ctx.cfg["data"]["text"]["vocab_size"], p["block_size"], p["n_layer"], width,
                              max(1, width // p["head_dim"]), p["arch"], bias=False, tie_embeddings=False)
@@ -336,7 +344,8 @@ def width_shapes(ctx: Context, model: str, width: int):
 
 def width_jobs(ctx: Context) -> Iterator[Job]:
     wc_cfg = ctx.cfg["width"]
-    for model in ("mlp", "lm"):
+    defaults = {"mlp": MLP_DEFAULTS, "cnn": CNN_DEFAULTS, "lm": LM_DEFAULTS}
+    for model in ("mlp", "cnn", "lm"):
         sec = wc_cfg.get(model)
         if not sec:
             continue
@@ -344,12 +353,12 @@ def width_jobs(ctx: Context) -> Iterator[Job]:
             for param in (wc_cfg["parametrizations"] if names is None else names):
                 for w in sec["widths"]:
                     shape, p = width_shapes(ctx, model, w)
-                    runs = _width_runs(sec["train"], MLP_DEFAULTS if model == "mlp" else LM_DEFAULTS)
+                    runs = _width_runs(sec["train"], defaults[model])
                     j = ctx.job("width", "width_run", _wc(model=model, arm=arm, param=param, width=w),
                                 kind=f"width_run[{model}]")
                     B, steps = p["batch_size"], p["steps"]
                     evals = p["eval_points"] * (p["n_test"] + p["n_train_eval"])
-                    if model == "mlp":
+                    if model in ("mlp", "cnn"):
                         j.unit, j.work = "images", float(runs * steps * B)
                         j.flops = runs * (steps * B * shape.train_flops_per_item() + evals * 2.0 * shape.n_params())
                         parts = shape.train_memory(B)
@@ -375,14 +384,16 @@ def width_jobs(ctx: Context) -> Iterator[Job]:
             for w in wc_cfg[model]["widths"]:
                 shape, p = width_shapes(ctx, model, w)
                 n = len(wc_cfg["parametrizations"]) * len(cc.get("seeds", [0])) * cc.get("steps", 5) * cc.get("batch_size", 32)
-                flops += n * (shape.train_flops_per_item() if model == "mlp" else
-                              shape.block_size * shape.train_flops_per_token())
+                flops += n * (shape.block_size * shape.train_flops_per_token() if model == "lm" else
+                              shape.train_flops_per_item())
         j.flops, j.seconds = flops, ctx.seconds(flops)
         yield j
     for rule in ("width_merge", "width_agreement", "width_ensembles"):
         yield ctx.job("width", rule)
     for kind in ("curves", "lr_sweep", "coord_check", "agreement", "ensembles"):
         yield ctx.job("width", "width_figure", _wc(kind=kind))
+    for model in models[1:]:  # the first model's coordinate check is width_coord_check.png
+        yield ctx.job("width", "width_coord_check_figure", _wc(model=model))
 
 
 def init_jobs(ctx: Context) -> Iterator[Job]:
@@ -399,21 +410,27 @@ def init_jobs(ctx: Context) -> Iterator[Job]:
     j.flops = sum(2 * ntk["n_inits"] * 6.0 * (d * w * w) * 4 for w in ntk["widths"] for d in ntk["depths"])
     j.seconds = ctx.seconds(j.flops, train=False)
     yield j
-    j = ctx.job("init", "init_train", unit="examples")
+    sw = ic["width_sweep"]
+    j = ctx.job("init", "init_width_sweep", unit="networks")
+    j.work = float(sw["n_inits"] * len(sw["widths"]))
+    j.flops = sum(sw["n_inits"] * sw["depth"] * 8.0 * w for w in sw["widths"])  # direct sampler: O(n) a layer
+    j.seconds = ctx.seconds(j.flops, train=False)
+    yield j
     w = trn["width"]
-    ratios = trn.get("depth_ratios", [0.25, 1.0, 2.0])
-    seeds = trn.get("seeds", [0])
-    flops = 0.0
-    for r in ratios:
+    # one job per (init, depth ratio): the learning-rate grid on the first seed, then the other seeds
+    runs = len(trn["lrs"]) + len(trn["seeds"]) - 1
+    for r in trn["depth_ratios"]:
         depth = max(1, round(r * w))
         P = in_dim * w + depth * w * w + w * 10
-        flops += 2 * len(seeds) * trn["steps"] * 6.0 * trn["n_train"] * P
-    j.work = 2.0 * len(seeds) * len(ratios) * trn["steps"] * trn["n_train"]
-    j.flops = flops
-    j.seconds = ctx.seconds(flops)
-    j.host_mb, j.device_mb = ctx.memory({"x": (trn["n_train"] + trn["n_test"]) * in_dim * 4.0 * 2})
-    yield j
-    yield ctx.job("init", "init_slopes")
+        for init in trn["inits"]:
+            j = ctx.job("init", "init_train", _wc(init=init, ratio=f"{r:g}"), unit="examples")
+            j.work = float(runs * trn["steps"] * trn["n_train"])
+            j.flops = runs * trn["steps"] * 6.0 * trn["n_train"] * P
+            j.seconds = ctx.seconds(j.flops)
+            j.host_mb, j.device_mb = ctx.memory({"x": (trn["n_train"] + trn["n_val"] + trn["n_test"]) * in_dim * 4.0})
+            yield j
+    for rule in ("init_compare", "init_analyse"):
+        yield ctx.job("init", rule)
     for kind in ("fluctuations", "ntk", "training"):
         yield ctx.job("init", "init_figure", _wc(kind=kind))
 
