@@ -63,13 +63,16 @@ bench: $(BENCH_STAMP)
 clean:
 	rm -rf results/data results/logs results/.checkpoints .snakemake
 
-# Regenerate the README's pictures: the default preset's figures (after `make run`) and
-# the workflow's rule graph.
+# Regenerate the README's pictures and numbers from the default preset's run (after
+# `make run`): its figures, the workflow's rule graph, and the README's measured-results
+# section (claims table, headline numbers, figures) between its marker comments.
 docs: $(STAMP)
 	mkdir -p docs/figures
 	cp results/figures/*.png docs/figures/
 	{ echo '# Rule graph of the default preset'; echo; echo '```mermaid'; \
 	  $(VENV)/bin/snakemake --rulegraph mermaid-js 2>/dev/null; echo '```'; } > docs/rulegraph.md
+	$(PY) -m dlrepro report readme --readme README.md --claims results/claims.csv --results results \
+	  --figures docs/figures --link-prefix docs/figures
 
 # Snakemake's self-contained HTML report of every figure (after a run).
 report: $(STAMP)

@@ -53,7 +53,7 @@ localrules:
     init_analyse, init_compare, init_figure,
     scaling_data_spec, scaling_data_table, scaling_figure,
     curves_table, curves_figure,
-    report_summary,
+    report_claims, report_summary,
 
 
 rule all:

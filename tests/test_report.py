@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from tests.conftest import SMOKE, snakemake
+from tests.conftest import SMOKE, copy_workdir, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +44,7 @@ def test_html_report_contains_every_figure(smoke_run, tmp_path):
         assert png.name in html, f"{png.name} is not listed in the report"
         assert encoded[:400] in html and encoded[-400:] in html, f"{png.name} is not embedded"
     assert "summary.md" in html
+    assert "claims.html" in html  # the claims table, first category of the report
 
 
 def test_summary_has_every_stage_with_its_config(smoke_run):
@@ -74,3 +75,54 @@ def test_summary_gives_every_policy_the_shared_generation0_row():
     assert t.loc["replace", "test_loss gen 0"] == 2.0  # mean over seeds of the real rows
     assert t.loc["replace", "test_loss gen 2"] == 3.0
     assert t.loc["accumulate", "test_loss gen 2"] == 1.25
+
+
+def test_claims_csv_has_every_stage_with_valid_verdicts(smoke_run):
+    import pandas as pd
+
+    from dlrepro import claims as C
+    from dlrepro.report.claims import STAGES
+
+    path = smoke_run / "results" / "claims.csv"
+    table = pd.read_csv(path)
+    assert list(table.columns) == C.COLUMNS
+    assert set(table["verdict"]) <= set(C.VERDICTS) and table["claim"].is_unique
+    assert set(STAGES) <= set(table["stage"])  # the smoke preset runs every stage with claims
+    for needed in ("linreg.replace_rises", "linreg.accumulate_bounded", "collapse.replace_rises",
+                   "vae.accumulate_bounded", "conformers.mat_r.replace_rises", "width.mlp.mup_lr_transfer",
+                   "width.mlp.coord_check_sp_grows", "width.mlp.variance_slope", "scaling.data"):
+        assert needed in set(table["claim"]), needed
+    # one seed (the smoke preset's collapse stages): no interval, not resolved
+    few = table[table["n_units"] < C.MIN_UNITS]
+    assert len(few) and (few["verdict"] == C.NOT_RESOLVED).all()
+    assert few["ci_lo"].isna().all()
+    assert len(C.read(path)) == len(table)
+    text = (smoke_run / "results" / "summary.md").read_text()
+    assert text.index("## Claims") < text.index("## Linear regression")
+    assert "| `linreg.replace_rises` |" in text
+
+
+# Figures of other stages' owners that the check still refuses (reported, not fixed here):
+# init_fluctuations: colliding minor tick labels of the 'mean kernel' panel's log x axis
+# and a legend over a plotted point.
+KNOWN_FIGURE_PROBLEMS = {"init_fluctuations"}
+
+
+def test_every_figure_rule_passes_the_figure_check(smoke_run, tmp_path, mirror):
+    """Every figure rule rerun with DLREPRO_FIGCHECK=1: a figure whose texts overlap, whose
+    legend covers data or that has an empty panel (or a gap) fails its job."""
+    work = copy_workdir(smoke_run, tmp_path / "work")
+    rules = ["linreg_figure", "collapse_figure", "vae_figure", "vae_grid", "conformers_figure",
+             "conformers_drawing", "width_figure", "init_figure", "scaling_figure"]
+    snakemake(*SMOKE, "--forcerun", *rules, "--keep-going", "--retries", "0", workdir=work, check=False,
+              env={"DLREPRO_DATA_MIRROR": str(mirror), "DLREPRO_FIGCHECK": "1"}, timeout=900)
+    failed = {}
+    for log in (work / "results" / "logs").rglob("*.log"):
+        text = log.read_text(errors="replace")
+        if "FigureProblem" in text:
+            line = [x for x in text.splitlines() if "FigureProblem" in x][-1]
+            failed[line.split(":")[1].strip().split(" ")[0] if ":" in line else log.name] = line
+    figures = {p.stem for p in (smoke_run / "results" / "figures").glob("*.png")}
+    redrawn = {p.stem for p in (work / "results" / "figures").glob("*.png")}
+    assert set(failed) <= KNOWN_FIGURE_PROBLEMS, failed
+    assert figures - redrawn <= KNOWN_FIGURE_PROBLEMS, figures - redrawn

@@ -144,6 +144,33 @@ def bootstrap_ci(units: np.ndarray | Sequence, statistic: Callable[[np.ndarray],
     return value, float(lo), float(hi)
 
 
+def bootstrap_cis(units: np.ndarray | Sequence, statistic: Callable[[np.ndarray], np.ndarray], *,
+                  n_resamples: int = 2000, level: float = 0.95, seed: int = 0, min_finite: float = 0.5
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`bootstrap_ci` of a vector-valued ``statistic`` (one resampling, every component):
+    ``(values, lo, hi)`` arrays; the same resamples as :func:`bootstrap_ci` with that seed.
+    A component's bounds are NaN where fewer than ``min_finite`` of the draws are finite (a
+    statistic undefined on most resamples has no interval) or with too few units."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    data = np.asarray(units)
+    value = np.atleast_1d(np.asarray(statistic(data), dtype=float))
+    n = data.shape[0]
+    nan = np.full_like(value, math.nan)
+    if n < MIN_UNITS:
+        return value, nan, nan.copy()
+    rng = np.random.default_rng(seed)
+    draws = np.array([np.atleast_1d(np.asarray(statistic(data[rng.integers(0, n, n)]), dtype=float))
+                      for _ in range(n_resamples)])
+    alpha = (1 - level) / 2
+    lo, hi = nan.copy(), nan.copy()
+    for j in range(value.size):
+        d = draws[:, j][np.isfinite(draws[:, j])]
+        if d.size and d.size >= min_finite * n_resamples:
+            lo[j], hi[j] = np.quantile(d, [alpha, 1 - alpha])
+    return value, lo, hi
+
+
 def frame(claims: Iterable[Claim]) -> pd.DataFrame:
     """Claims as a tidy table with :data:`COLUMNS`, in the order given."""
     rows = [dataclasses.asdict(c) for c in claims]
@@ -167,4 +194,116 @@ def read(path) -> list[Claim]:
             else str(rec["reference"])
         rec["n_units"] = int(rec["n_units"])
         out.append(Claim(**rec))
+    return out
+
+
+# --------------------------------------------------------------------------- shared claim shapes
+
+
+def fmt_scale(*parts) -> str:
+    """A ``scale`` string from its non-empty parts, joined with ``"; "``."""
+    return "; ".join(str(p) for p in parts if p not in (None, ""))
+
+
+def from_interval(*, claim: str, stage: str, statement: str, source: str, statistic: str,
+                  value: float, ci_lo: float, ci_hi: float, unit: str, n_units: int, scale: str,
+                  reference: str = "", ci_level: float = 0.95, above: float | None = None,
+                  below: float | None = None, inside: tuple[float, float] | None = None,
+                  unresolved_because: str = "") -> Claim:
+    """A :class:`Claim` whose verdict is :func:`decide` of its interval under one rule;
+    ``unresolved_because`` (e.g. "optimum at the grid's edge") forces ``not resolved at
+    this scale`` and is appended to ``scale``. So does a zero-width interval (a bootstrap
+    whose resamples all give the same value, e.g. a fit that only the full sample
+    determines): it carries no information about the uncertainty."""
+    verdict = decide(ci_lo, ci_hi, above=above, below=below, inside=inside, n_units=n_units)
+    if not unresolved_because and math.isfinite(ci_lo) and math.isfinite(ci_hi) \
+            and abs(ci_hi - ci_lo) <= 1e-12 * max(1.0, abs(value)):
+        unresolved_because = "zero-width interval: the resamples do not vary (too few distinct units)"
+    if unresolved_because:
+        verdict = NOT_RESOLVED
+        scale = fmt_scale(scale, unresolved_because)
+    return Claim(claim=claim, stage=stage, statement=statement, source=source, statistic=statistic,
+                 value=float(value), ci_lo=float(ci_lo), ci_hi=float(ci_hi), verdict=verdict,
+                 expected=expected_text(above=above, below=below, inside=inside), unit=unit,
+                 n_units=int(n_units), scale=scale, reference=reference, ci_level=ci_level)
+
+
+#: the paper all replace-vs-accumulate claims come from
+COLLAPSE_PAPER = "Gerstgrasser et al. 2024 (arXiv 2404.01413)"
+#: ``accumulate_bounded`` is reproduced when accumulate's rise is below this fraction of replace's
+ACCUMULATE_MAX_FRACTION = 0.5
+
+
+def replace_vs_accumulate(table: pd.DataFrame, metric: str, *, stage: str, what: str, scale: str,
+                          source: str, claim_prefix: str = "", unit_column: str = "seed",
+                          n_resamples: int = 2000) -> list[Claim]:
+    """The two model-collapse claims of one metric (lower is better) of a modality.
+
+    ``table`` has ``policy, generation, <unit_column>, <metric>`` rows; generation 0 (shared
+    by every policy, under any policy name) is averaged per unit; ``G`` is the last
+    generation both ``replace`` and ``accumulate`` reached. Per unit: the rises
+    ``r = m(replace, G) - m(0)`` and ``a = m(accumulate, G) - m(0)``.
+
+    * ``<prefix>replace_rises``: mean of ``r`` over units, ``> 0``;
+    * ``<prefix>accumulate_bounded``: ``mean(a) / mean(r)`` (accumulate's rise as a
+      fraction of replace's), ``< ACCUMULATE_MAX_FRACTION``.
+
+    Intervals: :func:`bootstrap_ci` over units (seeds); one unit gives no interval, so the
+    verdict is ``not resolved at this scale``. Units lacking a value are dropped.
+    """
+    need = ["policy", "generation", unit_column, metric]
+    missing = [c for c in need if c not in table.columns]
+    if missing:
+        raise ValueError(f"{stage}: table lacks columns {missing} for the replace/accumulate claims")
+    t = table[need].dropna()
+    g0 = t[t["generation"] == 0].groupby(unit_column)[metric].mean()
+    ends = {}
+    for policy in ("replace", "accumulate"):
+        rows = t[(t["policy"] == policy) & (t["generation"] > 0)]
+        ends[policy] = rows
+    last = min((int(r["generation"].max()) for r in ends.values() if len(r)), default=0)
+    per_unit = pd.DataFrame({"g0": g0})
+    for policy, rows in ends.items():
+        at = rows[rows["generation"] == last].groupby(unit_column)[metric].mean()
+        per_unit[policy] = at
+    per_unit = per_unit.dropna()
+    units = per_unit[["g0", "replace", "accumulate"]].to_numpy(float) if len(per_unit) else np.zeros((0, 3))
+    n = len(units)
+    unit_name = f"{unit_column}s" if not unit_column.endswith("s") else unit_column
+    where = fmt_scale(scale, f"generation 0 vs {last}", f"{n} {unit_name[:-1] if n == 1 else unit_name}")
+
+    def rise(x):
+        return float(np.mean(x[:, 1] - x[:, 0])) if len(x) else math.nan
+
+    def fraction(x):
+        r = np.mean(x[:, 1] - x[:, 0]) if len(x) else math.nan
+        return float(np.mean(x[:, 2] - x[:, 0]) / r) if r > 0 else math.nan
+
+    out = []
+    if n == 0 or last == 0:
+        for name, stat, kw in (("replace_rises", rise, {"above": 0.0}),
+                               ("accumulate_bounded", fraction, {"below": ACCUMULATE_MAX_FRACTION})):
+            out.append(from_interval(
+                claim=f"{stage}.{claim_prefix}{name}", stage=stage, statement=f"{what}: no data",
+                source=source, statistic=metric, value=math.nan, ci_lo=math.nan, ci_hi=math.nan,
+                unit=unit_name, n_units=0, scale=where, **kw))
+        return out
+    value, lo, hi = bootstrap_ci(units, rise, n_resamples=n_resamples)
+    out.append(from_interval(
+        claim=f"{stage}.{claim_prefix}replace_rises", stage=stage,
+        statement=f"{what}: under replace (each generation trains only on the previous one's "
+                  "samples) the test metric worsens over generations",
+        source=source, statistic=f"{metric} of replace at generation {last} minus generation 0 "
+                                 f"(mean over {unit_name})",
+        value=value, ci_lo=lo, ci_hi=hi, unit=unit_name, n_units=n, scale=where,
+        reference="rises every generation", above=0.0))
+    value, lo, hi = bootstrap_ci(units, fraction, n_resamples=n_resamples)
+    out.append(from_interval(
+        claim=f"{stage}.{claim_prefix}accumulate_bounded", stage=stage,
+        statement=f"{what}: under accumulate (real and all synthetic data kept) the test "
+                  "metric stays bounded: it rises far less than under replace",
+        source=source, statistic=f"rise of {metric} under accumulate / rise under replace "
+                                 f"(generation 0 to {last})",
+        value=value, ci_lo=lo, ci_hi=hi, unit=unit_name, n_units=n, scale=where,
+        reference="bounded (about flat)", below=ACCUMULATE_MAX_FRACTION))
     return out

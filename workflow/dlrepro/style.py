@@ -109,10 +109,16 @@ def subplots(n_panels: int, ncols: int | None = None, **kwargs):
 def save_figure(fig, path: str | os.PathLike) -> list[Path]:
     """Save ``fig`` as ``<path>.png`` and ``<path>.pdf`` (``path`` may carry either suffix).
 
-    Both files are written atomically, without timestamps in their metadata.
+    Both files are written atomically, without timestamps in their metadata. With
+    ``$DLREPRO_FIGCHECK`` set, :func:`dlrepro.figcheck.check` runs first (nothing is
+    written if it finds overlapping texts or an empty panel).
     """
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in {".png", ".pdf"} else path
+    from dlrepro import figcheck
+
+    if figcheck.enabled():  # $DLREPRO_FIGCHECK: refuse overlapping texts, empty panels
+        figcheck.check(fig, where=stem.name)
     out = []
     for ext, meta in ((".png", {"Software": None}), (".pdf", {"CreationDate": None, "Producer": None})):
         target = stem.with_suffix(ext)

@@ -435,6 +435,30 @@ def sc_spec():
 
 
 # ---- report stage helpers --------------------------------------------------
+from dlrepro.report.claims import STAGES as CLAIM_STAGES, module_name as claims_module
+
+
+def claims_inputs():
+    """The result tables each stage's claims module reads (dlrepro.<stage>.claims)."""
+    tables = {
+        "linreg": [f"{RESULTS}/linreg/summary.csv"],
+        "collapse": [f"{RESULTS}/collapse/summary.csv"],
+        "vae": [f"{RESULTS}/vae/summary.csv"],
+        "conformers": [f"{RESULTS}/conformers/summary.csv"],
+        "width": [f"{WIDTH}/lr_optimum.csv", f"{WIDTH}/coord_check.csv", f"{WIDTH}/variance_slopes.csv"]
+        + [f"{c}/{f}" for c in width_cells() if "/online/mup/" in c
+           for f in ("meta.json", "probe_logits.npy", "probe_labels.npy")],
+        "init": [f"{INIT}/{t}.csv" for t in ("shapes", "width_sweep", "training_comparison")],
+        "scaling": [f"{SCALING}/fits.csv"],
+    }
+    return {s: tables[s] for s in CLAIM_STAGES if stage_on(s)}
+
+
+def claims_code():
+    """The package files of the report command and of every registered claims module."""
+    return code("report.cli", *[claims_module(s).removeprefix("dlrepro.") for s in CLAIM_STAGES])
+
+
 def summary_inputs():
     tables = {
         "linreg": f"{RESULTS}/linreg/check.json",

@@ -1,8 +1,16 @@
-"""``python -m dlrepro report summary``: ``results/summary.md`` from the result tables.
+"""``python -m dlrepro report <summary|claims|readme>``.
 
-Each section holds the headline numbers of one stage, read from its tidy table(s) only,
-followed by the config block that produced them. Stages whose tables are not given are
-left out.
+``summary``  ``results/summary.md``: a **Claims** section first (from ``--claims``, the
+             ``claims.csv`` below), then per stage the headline numbers read from its tidy
+             table(s) only, followed by the config block that produced them. Stages whose
+             tables are not given are left out.
+``claims``   ``results/claims.csv`` (columns :data:`dlrepro.claims.COLUMNS`, README "Claims")
+             from the result tables of ``--stages`` under ``--results`` (the registry
+             :mod:`dlrepro.report.claims`), and optionally the same as an HTML page
+             (``--html``, for Snakemake's report).
+``readme``   rewrites the measured-results section of ``README.md`` between its markers
+             (:mod:`dlrepro.report.readme`) from ``claims.csv``, the stage tables and the
+             figures folder.
 """
 
 from __future__ import annotations
@@ -138,16 +146,98 @@ SECTIONS = {
 }
 
 
+def section_claims(csv: Path) -> str:
+    from dlrepro import claims as C
+    from dlrepro.report.render import markdown
+
+    return ("## Claims\n\nEach seed-paper claim measured here, with an interval from resampling "
+            "the independent unit (seeds, initialisations, repetitions or runs) and a verdict "
+            "decided from that interval (`results/claims.csv`; README, \"Claims\"):\n\n"
+            + markdown(C.read(csv)))
+
+
+def _json_arg(text: str, what: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"report: {what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"report: {what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def cmd_claims(args) -> int:
+    from dlrepro import claims as C
+    from dlrepro.io import write_text
+    from dlrepro.report.claims import STAGES, collect
+    from dlrepro.report.render import html_page
+
+    unknown = [s for s in args.stages if s not in STAGES]
+    if unknown:
+        raise SystemExit(f"report claims: --stages {unknown} have no claims; stages with claims: "
+                         f"{', '.join(STAGES)}")
+    config = _json_arg(args.config, "--config")
+    rows = collect(args.stages, args.results, config)
+    C.write(args.out, rows)
+    if args.html:
+        write_text(args.html, html_page(rows))
+    log = get_logger("report", step="claims")
+    for c in rows:
+        log.info("%s: %s (%.4g [%.4g, %.4g], %d %s)", c.claim, c.verdict, c.value, c.ci_lo, c.ci_hi,
+                 c.n_units, c.unit)
+    return 0
+
+
+def cmd_readme(args) -> int:
+    from dlrepro import claims as C
+    from dlrepro.report import readme
+
+    if not args.claims.exists():
+        raise SystemExit(f"report readme: {args.claims} does not exist (run the workflow first)")
+    if not args.readme.exists():
+        raise SystemExit(f"report readme: {args.readme} does not exist")
+    text = args.readme.read_text(encoding="utf-8")
+    link = args.link_prefix if args.link_prefix is not None else \
+        Path(args.figures).as_posix() if args.figures else ""
+    body = readme.section(C.read(args.claims), args.results, args.figures, link, args.preamble or "")
+    try:
+        new = readme.replace_between_markers(text, body, str(args.readme))
+    except ValueError as exc:
+        raise SystemExit(f"report readme: {exc}") from None
+    write_text(args.readme, new)
+    get_logger("report", step="readme").info("%s: measured-results section rewritten from %s",
+                                             args.readme, args.claims)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m dlrepro report")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("summary", help="results/summary.md from the result tables")
     for name in SECTIONS:
         s.add_argument(f"--{name}", type=Path, default=None, help=f"{name}'s headline table")
+    s.add_argument("--claims", type=Path, default=None, help="claims.csv: the Claims section")
     s.add_argument("--config", required=True, help="the merged config as JSON")
     s.add_argument("--out", required=True, type=Path)
+    c = sub.add_parser("claims", help="results/claims.csv from the stages' result tables")
+    c.add_argument("--stages", nargs="*", default=[], help="stages whose claims to collect (none: an empty table)")
+    c.add_argument("--results", type=Path, default=Path("results"), help="the results folder")
+    c.add_argument("--config", required=True, help="the merged config as JSON")
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--html", type=Path, default=None, help="also write the claims as an HTML page")
+    r = sub.add_parser("readme", help="rewrite README.md's measured-results section from a run")
+    r.add_argument("--readme", type=Path, default=Path("README.md"))
+    r.add_argument("--claims", type=Path, default=Path("results/claims.csv"))
+    r.add_argument("--results", type=Path, default=Path("results"))
+    r.add_argument("--figures", type=Path, default=None, help="figures to show (e.g. docs/figures)")
+    r.add_argument("--link-prefix", default=None, help="path of the figures in the README's links")
+    r.add_argument("--preamble", default=None, help="a sentence before the section (e.g. the run)")
     args = ap.parse_args(argv)
-    config = json.loads(args.config)
+    if args.cmd == "claims":
+        return cmd_claims(args)
+    if args.cmd == "readme":
+        return cmd_readme(args)
+    config = _json_arg(args.config, "--config")
     log = get_logger("report")
     parts = [
         "# Headline numbers\n",
@@ -155,6 +245,9 @@ def main(argv: list[str]) -> int:
         "ends with the config that produced it (seed "
         f"{config.get('seed')}).\n",
     ]
+    if args.claims is not None:
+        parts.append(section_claims(args.claims))
+        log.info("section claims from %s", args.claims)
     for name, fn in SECTIONS.items():
         path = getattr(args, name)
         if path is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 import numpy as np
 import pandas as pd
 
@@ -35,6 +36,11 @@ def _rows(preds: pd.DataFrame, fit: dict) -> pd.DataFrame:
     return preds[same]
 
 
+def _short(formula: str) -> str:
+    """The fitted formula with its long variable names kept but ``*`` dropped."""
+    return formula.replace("*", " ")
+
+
 def _draw_curve(ax, part: pd.DataFrame, color: str, label: str) -> None:
     part = part.sort_values("x")
     inside = ~part["extrapolated"].astype(bool)
@@ -54,6 +60,7 @@ def plot_fits(fits_json: str | os.PathLike, predictions_csv: str | os.PathLike, 
         raise ValueError(f"{predictions_csv} lacks column(s) {missing}")
     panels = _panels(fits)
     fig, axes = style.subplots(len(panels))
+    fig.set_layout_engine("constrained")
     for ax, (title, members) in zip(axes, panels):
         for fit in members:
             X, y = np.asarray(fit["data"]["X"]), np.asarray(fit["data"]["y"])
@@ -65,7 +72,7 @@ def plot_fits(fits_json: str | os.PathLike, predictions_csv: str | os.PathLike, 
                 color = style.color(str(fit["group"]) or fit["sweep"])
                 prefix = f"{fit['group']}: " if fit["group"] != "" else ""
                 ax.scatter(X[:, 0], y, s=10, color=color, alpha=0.6, linewidths=0)
-                _draw_curve(ax, part, color, f"{prefix}{fit['formula']} ({fit['regime']['alpha']})")
+                _draw_curve(ax, part, color, f"{prefix}{_short(fit['formula'])}\n({fit['regime']['alpha']})")
             else:
                 d_values = sorted(part["d"].unique())
                 cmap = plt.get_cmap("viridis", len(d_values))
@@ -75,5 +82,7 @@ def plot_fits(fits_json: str | os.PathLike, predictions_csv: str | os.PathLike, 
                 ax.text(0.02, 0.02, fit["formula"], transform=ax.transAxes, fontsize="x-small")
         ax.set(xscale="log", yscale="log", xlabel=members[0]["x"][0], ylabel=members[0]["y"],
                title=f"{title} (band: {ci})")  # fmt: skip
-        ax.legend(fontsize="x-small", loc="best")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a log axis collide
+        # below the panel: inside it, the formulas would cover data or the next panel
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=1)
     return style.save_figure(fig, out)

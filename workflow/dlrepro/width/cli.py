@@ -90,7 +90,7 @@ def cmd_agreement(args) -> int:
 
     table = agreement(args.cells)
     write_csv(args.out, table)
-    slopes = variance_slopes(table)
+    slopes = variance_slopes(table, args.cells)
     if args.slopes_out:
         write_csv(args.slopes_out, slopes)
     log = get_logger("width", step="agreement")

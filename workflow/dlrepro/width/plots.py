@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from dlrepro import style
 from dlrepro.width.analysis import AGREEMENT_COLUMNS, ENSEMBLE_COLUMNS, lr_optimum, variance_slopes
@@ -29,6 +30,7 @@ from dlrepro.width.runs import COORD_COLUMNS, CURVE_COLUMNS, LR_SWEEP_COLUMNS
 LABELS = {"sp": "SP", "ntk": "NTK", "mup": "μP"}
 ARM_STYLE = {"online": "-", "offline": "--"}
 ORDER = {"sp": 0, "ntk": 1, "mup": 2}
+GROUP_KEYS = ["model", "arm", "parametrization"]
 
 
 def _check(table: pd.DataFrame, columns: list[str], what: str) -> None:
@@ -60,26 +62,32 @@ def _params(table: pd.DataFrame) -> list[str]:
 
 
 def _panels(table: pd.DataFrame, extra_cols: int = 0):
-    """Axes for one row per (model, arm) and one column per parametrization (+ extra columns)."""
-    rows = list(table[["model", "arm"]].drop_duplicates().sort_values(["model", "arm"]).itertuples(index=False))
-    params = _params(table)
-    ncols = len(params) + extra_cols
-    fig, axes = style.subplots(len(rows) * ncols, ncols=ncols)
+    """Axes for one row per (model, arm): a panel per parametrization run in that arm, packed
+    from the left (+ ``extra_cols`` panels after them), so that an (arm, parametrization)
+    pair that was not run leaves no gap. Returns ``fig, rows`` with ``rows`` a list of
+    ``(model, arm, [(parametrization, ax)], [extra ax])``; unused cells are hidden."""
+    keys = list(table[["model", "arm"]].drop_duplicates().sort_values(["model", "arm"]).itertuples(index=False))
+    per_row = [_params(table[(table["model"] == m) & (table["arm"] == a)]) for m, a in keys]
+    ncols = max(len(p) for p in per_row) + extra_cols
+    fig, axes = style.subplots(len(keys) * ncols, ncols=ncols)
     fig.set_layout_engine("tight")
-    return fig, axes, rows, params, ncols
+    rows = []
+    for r, ((model, arm), params) in enumerate(zip(keys, per_row)):
+        cells = list(axes[r * ncols:(r + 1) * ncols])
+        used = len(params) + extra_cols
+        for ax in cells[used:]:
+            ax.set_visible(False)
+        rows.append((model, arm, list(zip(params, cells[:len(params)])), cells[len(params):used]))
+    return fig, rows
 
 
 def plot_curves(table: pd.DataFrame, path: str | os.PathLike, y: str = "test_loss") -> list[Path]:
     _check(table, CURVE_COLUMNS, "curves")
     colours = _width_colours(table["width"])
-    fig, axes, rows, params, ncols = _panels(table)
-    for r, (model, arm) in enumerate(rows):
-        for c, param in enumerate(params):
-            ax = axes[r * ncols + c]
+    fig, rows = _panels(table)
+    for model, arm, panels, _ in rows:
+        for c, (param, ax) in enumerate(panels):
             sub = table[(table["model"] == model) & (table["arm"] == arm) & (table["parametrization"] == param)]
-            if sub.empty:  # this parametrization was not run in this arm
-                ax.set_visible(False)
-                continue
             stats = sub.groupby(["width", "step"])[y].agg(["mean", "min", "max"]).reset_index()
             for width, g in stats.groupby("width"):
                 ax.plot(g["step"], g["mean"], color=colours[width], label=f"{width}")
@@ -98,23 +106,21 @@ def plot_lr_sweep(table: pd.DataFrame, path: str | os.PathLike, metric: str = "t
     _check(table, LR_SWEEP_COLUMNS, "lr-sweep")
     colours = _width_colours(table["width"])
     optimum = lr_optimum(table, metric)
-    fig, axes, rows, params, ncols = _panels(table, extra_cols=1)
-    for r, (model, arm) in enumerate(rows):
+    n_seeds = int(table.groupby(GROUP_KEYS + ["width", "lr"])["seed"].nunique().min())
+    fig, rows = _panels(table, extra_cols=1)
+    for model, arm, panels, (opt_ax,) in rows:
         here = table[(table["model"] == model) & (table["arm"] == arm)]
         finite = here[metric][np.isfinite(here[metric]) & (here["diverged"] == 0)]
         top = float(np.nanpercentile(finite, 90)) if len(finite) else None
-        for c, param in enumerate(params):
-            ax = axes[r * ncols + c]
+        for c, (param, ax) in enumerate(panels):
             sub = here[here["parametrization"] == param]
-            if sub.empty:
-                ax.set_visible(False)
-                continue
             sub = sub[np.isfinite(sub[metric]) & (sub["diverged"] == 0)]
-            mean = sub.groupby(["width", "lr"])[metric].mean().reset_index()
-            for width, g in mean.groupby("width"):
-                ax.plot(g["lr"], g[metric], marker="o", ms=3, color=colours[width], label=f"{width}")
-                best = g.loc[g[metric].idxmin()]
-                ax.plot(best["lr"], best[metric], marker="*", ms=10, color=colours[width])
+            stats = sub.groupby(["width", "lr"])[metric].agg(["mean", "min", "max"]).reset_index()
+            for width, g in stats.groupby("width"):
+                ax.errorbar(g["lr"], g["mean"], yerr=[g["mean"] - g["min"], g["max"] - g["mean"]],
+                            marker="o", ms=3, capsize=2, lw=1.2, color=colours[width], label=f"{width}")
+                best = g.loc[g["mean"].idxmin()]
+                ax.plot(best["lr"], best["mean"], marker="*", ms=10, color=colours[width])
             ax.set_xscale("log", base=2)
             if top is not None and len(finite):
                 ax.set_ylim(float(finite.min()) - 0.05 * (top - float(finite.min())), top)
@@ -122,18 +128,26 @@ def plot_lr_sweep(table: pd.DataFrame, path: str | os.PathLike, metric: str = "t
             ax.set_xlabel("learning rate")
             if c == 0:
                 ax.set_ylabel(f"final {metric.replace('_', ' ')}")
-        ax = axes[r * ncols + ncols - 1]
         opt = optimum[(optimum["model"] == model) & (optimum["arm"] == arm)]
-        for param in params:
-            g = opt[opt["parametrization"] == param]
-            ax.plot(g["width"], 2.0 ** g["log2_lr_opt"], marker="o", color=style.color(param),
-                    label=LABELS.get(param, param))
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log", base=2)
-        ax.set_title(f"{model} {arm}: optimal lr")
-        ax.set_xlabel("width")
-        ax.legend(fontsize="small")
-    _width_legend(fig, colours)
+        for param, _ in panels:
+            g = opt[opt["parametrization"] == param].sort_values("width")
+            y = 2.0 ** g["log2_lr_opt"]
+            lo = 2.0 ** g["log2_lr_opt_lo"].fillna(g["log2_lr_opt"])
+            hi = 2.0 ** g["log2_lr_opt_hi"].fillna(g["log2_lr_opt"])
+            opt_ax.errorbar(g["width"], y, yerr=[y - lo, hi - y], marker="o", capsize=3,
+                            color=style.color(param), label=LABELS.get(param, param))
+            edge = g[g["at_edge"] == 1]
+            opt_ax.plot(edge["width"], 2.0 ** edge["log2_lr_opt"], ls="none", marker="o", ms=11, mfc="none",
+                        mec="k", mew=1.0)
+        opt_ax.set_xscale("log", base=2)
+        opt_ax.set_yscale("log", base=2)
+        opt_ax.set_title(f"{model} {arm}: optimal lr")
+        opt_ax.set_xlabel("width")
+    extra = [(LABELS.get(p, p), {"color": style.color(p), "marker": "o"}) for p in _params(table)]
+    extra += [("optimum at grid edge", {"color": "k", "marker": "o", "mfc": "none", "ls": "none"})]
+    _width_legend(fig, colours, extra=extra)
+    fig.text(0.0, 0.0, f"bars: range over {n_seeds} seed(s) (loss); 95% bootstrap interval over seeds "
+             "(optimum)", fontsize="small", ha="left", va="top")
     return style.save_figure(fig, path)
 
 
@@ -199,14 +213,10 @@ def plot_ensembles(table: pd.DataFrame, path: str | os.PathLike) -> list[Path]:
     _check(table, ENSEMBLE_COLUMNS, "ensembles")
     colours = _width_colours(table["width"])
     last = table[table["step"] == table.groupby(["model", "arm", "parametrization"])["step"].transform("max")]
-    fig, axes, rows, params, ncols = _panels(last)
-    for r, (model, arm) in enumerate(rows):
-        for c, param in enumerate(params):
-            ax = axes[r * ncols + c]
+    fig, rows = _panels(last)
+    for model, arm, panels, _ in rows:
+        for c, (param, ax) in enumerate(panels):
             sub = last[(last["model"] == model) & (last["arm"] == arm) & (last["parametrization"] == param)]
-            if sub.empty:
-                ax.set_visible(False)
-                continue
             for width, g in sub.groupby("width"):
                 ax.plot(g["k"], g["loss"], marker="o", color=colours[width], label=str(width))
             if len(sub):
@@ -214,6 +224,7 @@ def plot_ensembles(table: pd.DataFrame, path: str | os.PathLike) -> list[Path]:
                 ax.axhline(float(widest.iloc[0]), color="k", ls="--", lw=1, label="widest, k=1")
             ax.set_title(f"{model} {arm}, {LABELS.get(param, param)}")
             ax.set_xlabel("networks in ensemble (k)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if c == 0:
                 ax.set_ylabel("probe loss of ensemble")
     _width_legend(fig, colours, extra=[("widest, k=1", {"color": "k", "ls": "--"})])

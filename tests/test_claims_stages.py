@@ -1,0 +1,307 @@
+"""Each stage's claims module on synthetic result tables: a clear effect is reproduced, no
+effect is not resolved (or not reproduced), too few seeds is not resolved; the registry
+gathers them; the README section is rewritten between its markers only."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlrepro import claims as C
+from dlrepro.io import save_npy, write_json
+from dlrepro.report import claims as registry
+from dlrepro.report import readme
+
+RNG = np.random.default_rng(0)
+
+
+def _by_id(rows):
+    return {c.claim: c for c in rows}
+
+
+# --------------------------------------------------------------------------- replace vs accumulate
+
+
+def _collapse_table(seeds, replace_rise, accumulate_rise, noise=0.01, generations=3):
+    rng = np.random.default_rng(len(seeds))
+    rows = []
+    for s in seeds:
+        g0 = 4.0 + rng.normal(0, noise)
+        rows.append({"policy": "real", "generation": 0, "seed": s, "test_loss": g0})
+        for g in range(1, generations + 1):
+            for policy, rise in (("replace", replace_rise), ("accumulate", accumulate_rise)):
+                rows.append({"policy": policy, "generation": g, "seed": s,
+                             "test_loss": g0 + rise * g / generations + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+def test_replace_vs_accumulate_clear_effect():
+    rows = _by_id(C.replace_vs_accumulate(_collapse_table(range(5), 0.8, 0.02), "test_loss", stage="x",
+                                          what="toy", scale="tiny", source="paper"))
+    assert rows["x.replace_rises"].verdict == C.REPRODUCED
+    assert rows["x.replace_rises"].value == pytest.approx(0.8, abs=0.05)
+    assert rows["x.accumulate_bounded"].verdict == C.REPRODUCED
+    assert rows["x.replace_rises"].n_units == 5 and rows["x.replace_rises"].unit == "seeds"
+
+
+def test_replace_vs_accumulate_no_effect_and_opposite():
+    rows = _by_id(C.replace_vs_accumulate(_collapse_table(range(5), 0.0, 0.0, noise=0.05), "test_loss",
+                                          stage="x", what="toy", scale="tiny", source="paper"))
+    assert rows["x.replace_rises"].verdict != C.REPRODUCED
+    # accumulate rising as much as replace: its bound is not reproduced
+    rows = _by_id(C.replace_vs_accumulate(_collapse_table(range(6), 0.8, 0.8), "test_loss", stage="x",
+                                          what="toy", scale="tiny", source="paper"))
+    assert rows["x.accumulate_bounded"].verdict == C.NOT_REPRODUCED
+
+
+def test_replace_vs_accumulate_one_seed_is_not_resolved():
+    rows = C.replace_vs_accumulate(_collapse_table([0], 0.8, 0.02), "test_loss", stage="x", what="toy",
+                                   scale="tiny", source="paper")
+    assert {c.verdict for c in rows} == {C.NOT_RESOLVED}
+    assert all(math.isnan(c.ci_lo) and c.n_units == 1 for c in rows)
+    assert rows[0].value == pytest.approx(0.8, abs=0.05)  # the point estimate is still reported
+
+
+def test_collapse_vae_conformers_modules(tmp_path):
+    t = _collapse_table(range(4), 0.8, 0.02)
+    (tmp_path / "collapse").mkdir()
+    t.assign(model="m", n_params=1000, dataset="d").to_csv(tmp_path / "collapse" / "summary.csv", index=False)
+    (tmp_path / "vae").mkdir()
+    t.rename(columns={"test_loss": "test_neg_elbo"}).assign(n_train=100).to_csv(tmp_path / "vae" / "summary.csv",
+                                                                               index=False)
+    (tmp_path / "conformers").mkdir()
+    conf = t.assign(mat_r=t["test_loss"], cov_r=0.0)
+    baseline = pd.DataFrame([{"policy": "rdkit", "generation": 0, "seed": 0, "test_loss": 99.0, "mat_r": 99.0}])
+    pd.concat([conf, baseline]).to_csv(tmp_path / "conformers" / "summary.csv", index=False)
+    got = _by_id(registry.collect(["collapse", "vae", "conformers"], tmp_path, {}))
+    assert set(got) == {"collapse.replace_rises", "collapse.accumulate_bounded", "vae.replace_rises",
+                        "vae.accumulate_bounded", "conformers.test_loss.replace_rises",
+                        "conformers.test_loss.accumulate_bounded", "conformers.mat_r.replace_rises",
+                        "conformers.mat_r.accumulate_bounded"}
+    assert {c.verdict for c in got.values()} == {C.REPRODUCED}
+    # the baseline row (policy rdkit, generation 0) is ignored, not averaged into generation 0
+    assert got["conformers.mat_r.replace_rises"].value == pytest.approx(0.8, abs=0.05)
+
+
+# --------------------------------------------------------------------------- linear regression
+
+
+def _linreg_table(tmp_path, replace_growth=True, sim_over_theory=1.0, sem=1e-3):
+    from dlrepro import linreg
+
+    rows = []
+    for d, T in ((5, 50), (10, 100)):
+        for policy in ("replace", "accumulate"):
+            for it in range(6):
+                theory = float(linreg.expected_error(policy, it, d, T, 1.0))
+                mean = theory * sim_over_theory if (replace_growth or policy == "accumulate") else theory / (it + 1)
+                bound = math.pi ** 2 / 6 * d / (T - d - 1)
+                rows.append({"policy": policy, "iteration": it, "d": d, "T": T, "sigma": 1.0, "n_repeats": 200,
+                             "n_train": T, "test_error_mean": mean, "test_error_sem": sem * mean,
+                             "test_error_theory": theory, "test_error_bound": bound,
+                             "test_error_limit": math.inf if policy == "replace" else 0.95 * bound,
+                             "test_error_bound_limit": math.inf if policy == "replace" else bound,
+                             "z_score": 0.0})
+    (tmp_path / "linreg").mkdir(exist_ok=True)
+    pd.DataFrame(rows).to_csv(tmp_path / "linreg" / "summary.csv", index=False)
+
+
+def test_linreg_claims(tmp_path):
+    _linreg_table(tmp_path)
+    got = _by_id(registry.collect(["linreg"], tmp_path, {}))
+    assert got["linreg.replace_rises"].verdict == C.REPRODUCED
+    assert got["linreg.replace_rises"].value == pytest.approx(6.0, rel=1e-6)
+    assert got["linreg.replace_closed_form"].verdict == C.REPRODUCED
+    assert got["linreg.accumulate_bounded"].verdict == C.REPRODUCED
+    # a simulation 20% off its closed form is not reproduced
+    _linreg_table(tmp_path, sim_over_theory=1.2)
+    got = _by_id(registry.collect(["linreg"], tmp_path, {}))
+    assert got["linreg.replace_closed_form"].verdict == C.NOT_REPRODUCED
+    # noisy means (large standard errors) cannot tell
+    _linreg_table(tmp_path, sim_over_theory=1.05, sem=0.2)
+    got = _by_id(registry.collect(["linreg"], tmp_path, {}))
+    assert got["linreg.replace_closed_form"].verdict == C.NOT_RESOLVED
+
+
+# --------------------------------------------------------------------------- width
+
+
+def _width_results(tmp_path, seeds, sp_shift=-1.0, variance_exp=-1.0, edge=False):
+    """lr_optimum via the real analysis of a synthetic sweep; probe-logit cells whose seed
+    noise has variance ~ width^variance_exp; a coordinate check flat under muP, growing under SP."""
+    from dlrepro.width import analysis, runs
+
+    rng = np.random.default_rng(1)
+    widths = [64, 128, 256, 512]
+    rows = []
+    for param in ("sp", "mup"):
+        for w in widths:
+            centre = -5.0 + (sp_shift * math.log2(w / 64) / 3 if param == "sp" else 0.0)
+            if edge:
+                centre = 0.0
+            for s in seeds:
+                for k in range(-8, -1):
+                    rows.append({"model": "mlp", "arm": "online", "parametrization": param, "width": w,
+                                 "n_params": w * 10, "seed": s, "lr": 2.0 ** k, "log2_lr_mult": k, "steps": 10,
+                                 "train_loss": (k - centre - rng.normal(0, 0.05)) ** 2 / 10 + 1 / w,
+                                 "test_loss": 1.0, "test_accuracy": 0.5, "diverged": 0})
+    width = tmp_path / "width"
+    width.mkdir(parents=True, exist_ok=True)
+    analysis.lr_optimum(pd.DataFrame(rows, columns=runs.LR_SWEEP_COLUMNS), n_resamples=200).to_csv(
+        width / "lr_optimum.csv", index=False)
+    coord = []
+    for param in ("sp", "mup"):
+        for w in widths:
+            for s in seeds:
+                growth = (w / 64) ** (1.0 if param == "sp" else 0.0)
+                for layer in ("layers.0", "logits"):
+                    coord.append({"model": "mlp", "parametrization": param, "width": w, "seed": s, "step": 5,
+                                  "layer": layer, "rms": 1.0, "delta_rms": growth * (1 + rng.normal(0, 0.02))})
+    pd.DataFrame(coord).to_csv(width / "coord_check.csv", index=False)
+    n, c = 300, 5
+    mean = rng.normal(0, 2, (n, c))
+    labels = mean.argmax(-1).astype(np.int64)
+    cells = []
+    for w in widths:
+        noise = rng.normal(0, 1, (len(seeds), 2, n, c)) * 3 * (w / 64) ** (variance_exp / 2)
+        logits = mean[None, None] + noise
+        path = width / "cells" / "mlp" / "online" / "mup" / f"w{w}"
+        path.mkdir(parents=True, exist_ok=True)
+        write_json(path / "meta.json", {"model": "mlp", "arm": "online", "parametrization": "mup", "width": w,
+                                        "seeds": list(seeds), "eval_steps": [0, 10]})
+        save_npy(path / "probe_logits.npy", logits.astype(np.float32))
+        save_npy(path / "probe_labels.npy", labels)
+        cells.append(path)
+    table = analysis.agreement(cells)
+    analysis.variance_slopes(table, cells, n_resamples=200).to_csv(width / "variance_slopes.csv", index=False)
+
+
+def test_width_claims_clear_effects(tmp_path):
+    _width_results(tmp_path, seeds=range(4))
+    got = _by_id(registry.collect(["width"], tmp_path, {}))
+    assert got["width.mlp.mup_lr_transfer"].verdict == C.REPRODUCED
+    assert got["width.mlp.sp_lr_drift"].verdict == C.REPRODUCED
+    assert got["width.mlp.sp_lr_drift"].value == pytest.approx(-1.0, abs=0.2)
+    assert got["width.mlp.coord_check_mup_flat"].verdict == C.REPRODUCED
+    assert got["width.mlp.coord_check_sp_grows"].verdict == C.REPRODUCED
+    assert got["width.mlp.variance_slope"].verdict == C.REPRODUCED
+    assert got["width.mlp.variance_slope"].value == pytest.approx(-1.0, abs=0.1)
+    assert got["width.mlp.agreement_across_widths"].verdict == C.REPRODUCED
+    # pure seed noise around one function: an infinite narrow ensemble equals the wide net
+    assert got["width.mlp.narrow_ensembles_worse"].verdict != C.REPRODUCED
+
+
+def test_width_claims_no_effect_edge_and_one_seed(tmp_path):
+    _width_results(tmp_path / "flat", seeds=range(4), sp_shift=0.0, variance_exp=0.0)
+    got = _by_id(registry.collect(["width"], tmp_path / "flat", {}))
+    assert got["width.mlp.sp_lr_drift"].verdict != C.REPRODUCED
+    assert got["width.mlp.variance_slope"].verdict == C.NOT_REPRODUCED  # slope 0, not -1
+    _width_results(tmp_path / "edge", seeds=range(3), edge=True)
+    got = _by_id(registry.collect(["width"], tmp_path / "edge", {}))
+    assert got["width.mlp.mup_lr_transfer"].verdict == C.NOT_RESOLVED
+    assert "edge" in got["width.mlp.mup_lr_transfer"].scale
+    _width_results(tmp_path / "one", seeds=[0])
+    got = registry.collect(["width"], tmp_path / "one", {})
+    assert {c.verdict for c in got} == {C.NOT_RESOLVED}
+
+
+# --------------------------------------------------------------------------- scaling
+
+
+def _fits(tmp_path, alpha, lo, hi):
+    (tmp_path / "scaling").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"sweep": "data", "kind": "single", "group": np.nan, "x": "train_tokens", "E": 1.0,
+                   "A": 2.0, "alpha": alpha, "alpha_lo": lo, "alpha_hi": hi, "ci_level": 0.95, "n_points": 8,
+                   "bootstrap_unit": "seed", "regime": "resolution-limited", "warning": ""}]
+                 ).to_csv(tmp_path / "scaling" / "fits.csv", index=False)
+
+
+@pytest.mark.parametrize("alpha, lo, hi, want", [
+    (0.3, 0.2, 0.4, C.REPRODUCED), (0.05, -0.1, 0.2, C.NOT_RESOLVED), (0.3, 0.3, 0.3, C.NOT_RESOLVED)])
+def test_scaling_claims(tmp_path, alpha, lo, hi, want):
+    _fits(tmp_path, alpha, lo, hi)
+    (claim,) = registry.collect(["scaling"], tmp_path, {})
+    assert claim.claim == "scaling.data" and claim.verdict == want
+
+
+# --------------------------------------------------------------------------- registry, CLI, README
+
+
+def test_registry_refuses_unknown_stage(tmp_path):
+    with pytest.raises(ValueError, match="no claims"):
+        registry.collect(["nope"], tmp_path, {})
+    assert "init" not in registry.STAGES or registry.module_name("init") == "dlrepro.init.claims"
+
+
+def test_claims_command_writes_csv_and_html(tmp_path):
+    from dlrepro.report.cli import main
+
+    _fits(tmp_path, 0.3, 0.2, 0.4)
+    _linreg_table(tmp_path)
+    out = tmp_path / "claims.csv"
+    assert main(["claims", "--stages", "linreg", "scaling", "--results", str(tmp_path), "--config", "{}",
+                 "--out", str(out), "--html", str(tmp_path / "claims.html")]) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == C.COLUMNS and set(table["verdict"]) <= set(C.VERDICTS)
+    assert table["claim"].tolist()[0].startswith("linreg.")
+    assert "scaling.data" in (tmp_path / "claims.html").read_text()
+    with pytest.raises(SystemExit, match="no claims"):
+        main(["claims", "--stages", "bogus", "--config", "{}", "--out", str(out)])
+
+
+def test_readme_section_is_rewritten_between_markers_only(tmp_path):
+    from dlrepro.report.cli import main
+
+    rows = [C.Claim(claim="x.a", stage="x", statement="A rises", source="P", statistic="rise", value=0.5,
+                    ci_lo=0.2, ci_hi=0.8, verdict=C.REPRODUCED, expected="> 0", unit="seeds", n_units=3,
+                    scale="tiny"),
+            C.Claim(claim="x.b", stage="x", statement="B flat", source="P", statistic="slope", value=0.1,
+                    ci_lo=math.nan, ci_hi=math.nan, verdict=C.NOT_RESOLVED, expected="< 0.2", unit="seeds",
+                    n_units=1, scale="tiny", reference="0")]
+    C.write(tmp_path / "claims.csv", rows)
+    results = tmp_path / "results"
+    _fits(results, 0.3, 0.2, 0.4)
+    figures = tmp_path / "figs"
+    figures.mkdir()
+    (figures / "scaling_laws.png").write_bytes(b"png")
+    doc = tmp_path / "README.md"
+    doc.write_text(f"# T\n\nbefore\n\n{readme.BEGIN}\nstale 2.08 / 1.90\n{readme.END}\n\nafter\n")
+    argv = ["readme", "--readme", str(doc), "--claims", str(tmp_path / "claims.csv"), "--results", str(results),
+            "--figures", str(figures), "--link-prefix", "docs/figures"]
+    assert main(argv) == 0
+    text = doc.read_text()
+    assert text.startswith("# T\n\nbefore\n\n") and text.endswith(f"{readme.END}\n\nafter\n")
+    assert "stale" not in text
+    assert "| `x.a` | A rises | 0.5 [0.2, 0.8] | > 0 | - | 3 seeds | reproduced |" in text
+    assert "0.1 (no interval)" in text and "not resolved at this scale" in text
+    assert "![scaling laws](docs/figures/scaling_laws.png)" in text
+    assert "**Scaling laws**: data: L = 1 + 2 train_tokens^-0.3" in text
+    assert main(argv) == 0 and doc.read_text() == text  # idempotent
+    doc.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        main(argv)
+
+
+def test_bootstrap_cis_matches_bootstrap_ci_per_component():
+    units = np.random.default_rng(3).normal(size=(20, 2))
+    values, lo, hi = C.bootstrap_cis(units, lambda x: x.mean(axis=0), n_resamples=300, seed=5)
+    for j in range(2):
+        v, l, h = C.bootstrap_ci(units, lambda x: float(x[:, j].mean()), n_resamples=300, seed=5)
+        assert (values[j], lo[j], hi[j]) == pytest.approx((v, l, h))
+    # a statistic undefined on most resamples has no interval
+    _, lo, hi = C.bootstrap_cis(np.arange(3.0), lambda x: np.array([1.0 if len(set(x)) == 3 else math.nan]),
+                                n_resamples=200)
+    assert math.isnan(lo[0]) and math.isnan(hi[0])
+
+
+def test_scaling_claim_with_unreliable_fit_is_not_resolved(tmp_path):
+    _fits(tmp_path, 0.3, 0.2, 0.4)
+    path = tmp_path / "scaling" / "fits.csv"
+    pd.read_csv(path).assign(warning="only 4 distinct points for 3 parameters: the law is barely determined "
+                                     "and its CIs are unreliable").to_csv(path, index=False)
+    (claim,) = registry.collect(["scaling"], tmp_path, {})
+    assert claim.verdict == C.NOT_RESOLVED and "unreliable" in claim.scale
