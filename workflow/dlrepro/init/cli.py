@@ -20,6 +20,7 @@ Subcommands (tables are tidy CSV; columns in the modules' docstrings and the REA
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 

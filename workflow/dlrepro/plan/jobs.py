@@ -26,7 +26,7 @@ LIGHT_RULES = {
     "vae_mix", "vae_summary", "vae_figure", "vae_grid", "conformers_mix", "conformers_summary",
     "conformers_figure", "conformers_drawing", "width_merge", "width_agreement", "width_ensembles",
     "width_figure", "init_compare", "init_analyse", "init_figure", "scaling_data_spec", "scaling_data_table",
-    "scaling_figure", "scaling_fits", "report_summary", "linreg_check", "linreg_figure", "all",
+    "scaling_figure", "scaling_fits", "report_summary", "report_claims", "linreg_check", "linreg_figure", "all",
     "curves_table", "curves_figure",
     "linreg_simulate", "prepare_text", "prepare_images", "conformers_prepare", "conformers_load_geom",
 }  # the rules with compute.light_resources (every other rule requests compute.train_resources)

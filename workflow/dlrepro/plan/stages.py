@@ -449,6 +449,7 @@ def plan_jobs(cfg: dict, results: str | Path = "results", device: Accelerator | 
         if stage != "data" and stage in cfg["stages"]:
             jobs.extend(make(ctx))
     if "report" in cfg["stages"]:
+        jobs.append(ctx.job("report", "report_claims"))
         jobs.append(ctx.job("report", "report_summary"))
     jobs.append(ctx.job("report", "all"))
     return ctx, jobs
