@@ -80,4 +80,4 @@ def test_table_marks_missed_targets():
     assert "FAIL" in rows and ">= 1" in rows
     assert "FAIL" not in table([{"benchmark": "b", "checks": [check("fast", 0.5, "x", target=1.0)]}],
                                verdicts=False)
-    assert set(NAMES) == {"training_overhead", "sampling", "mfu", "data_path", "workflow_scale"}
+    assert set(NAMES) == {"training_overhead", "sampling", "mfu", "data_path", "workflow_scale", "scaling_fit"}

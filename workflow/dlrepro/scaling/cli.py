@@ -1,289 +1,291 @@
-"""``python -m dlrepro scaling ...`` and the standalone ``scaling-fit`` command.
+"""The ``scaling`` command (also ``python -m dlrepro scaling``) and its alias ``scaling-fit``.
 
 Subcommands
 -----------
-``fit``         one law ``L = E + A x^-alpha`` from any CSV (same as ``scaling-fit``)::
+``fit``     one law ``L = E + A x^-alpha`` per group of any CSV (``scaling-fit`` is this
+            command on its own)::
 
     scaling fit --csv FILE --x COLUMN --y COLUMN [--group COLUMN] [--seed-column COLUMN]
-                --out FIT.json [--out-csv FITS.csv] [--out-predictions PRED.csv]
-                [--n-resamples 1000] [--seed 0] [--ci-level 0.95] [--n-starts N]
-                [--bootstrap-starts 1]
+                [--where QUERY] [--skip-small-groups] [--param-names A|B|columns]
+                [--out FIT.json] [--out-csv FITS.csv] [--out-predictions PRED.csv]
+                [--save-draws DRAWS.csv] [fitting options]
 
-``fit2``        the two-variable law ``L = E + A/N^alpha + B/D^beta``::
+``fit2``    the two-variable law ``L = E + A/N^alpha + B/D^beta``::
 
     scaling fit2 --csv FILE --n COLUMN --d COLUMN --y COLUMN [same options as fit]
 
-``fit-sweeps``  the workflow's entry: several sweeps from a JSON spec (the config subtree)::
+``sweeps``  (alias ``fit-sweeps``, the workflow's entry) several sweeps from a JSON spec::
 
-    scaling fit-sweeps --spec JSON --out-csv fits.csv --out-json fits.json
-                       --out-predictions predictions.csv
+    scaling sweeps --spec JSON --out-csv fits.csv --out-json fits.json
+                   --out-predictions predictions.csv [--save-draws draws.csv]
 
-``plot``        log-log figures of data, fitted law and CI band from the outputs::
+``plot``    log-log figures of data, fitted law and CI band from the outputs::
 
     scaling plot --fits fits.json --predictions predictions.csv --out FIGPATH
 
-The spec of ``fit-sweeps`` (keys checked; unknown keys are an error)::
+Fitting options (every one with its default in ``--help``): ``--huber-delta``,
+``--exponent-min``/``--exponent-max``, ``--grid-e``/``--grid-a``/``--grid-alpha`` (the
+starting grid), ``--n-starts``, ``--bootstrap-starts``, ``--n-resamples``, ``--seed``,
+``--ci-level``, ``--regime-tolerance``, ``--identification-span``, ``--solver``,
+``--grid-points``, ``--extend``.
 
-    {"n_resamples": 1000, "seed": 0, "ci_level": 0.95, "huber_delta": 1e-3,
-     "exponent_max": 5.0, "n_starts": null, "bootstrap_starts": 1,
-     "regime_tolerance": 0.1, "grid_points": 64, "extend": 2.0,
-     "sweeps": [{"name": "width-mlp", "csv": "results/width/sweep.csv",
-                 "x": "n_params", "y": "test_loss", "group": "parametrization",
-                 "seed_column": "seed", "filter": {"model": "mlp"},
-                 "prepare": "width_sweep"},
-                {"name": "chinchilla", "kind": "joint", "csv": "...",
-                 "n": "n_params", "d": "n_tokens", "y": "loss"}]}
+The spec of ``sweeps`` has the keys of :class:`dlrepro.scaling.sweeps.ScalingParams` (fit
+options and ``skip_small_groups``) and a ``sweeps`` list of
+:class:`dlrepro.scaling.sweeps.SweepSpec` (``name, csv, y, kind, x | n, d, group,
+seed_column, filter, where, prepare, param_names``); unknown keys are an error.
 
-``prepare: "width_sweep"`` passes the table through
-:func:`dlrepro.scaling.fit.width_sweep_points` (final loss per run, diverged runs
-dropped) before fitting.  ``filter`` maps a column to a value or a list of values.
+Outputs: ``fits.json`` ``{"options", "sweeps" (each with "input": path, sha256, rows
+selected), "fits": [{sweep, group_column, group, ...FitResult.to_dict()}], "skipped"}``;
+``fits.csv`` and ``predictions.csv`` with the columns ``FIT_COLUMNS`` /
+``PREDICTION_COLUMNS`` documented in :mod:`dlrepro.scaling.fit`; ``--save-draws``: one row
+per (fit, bootstrap resample): ``sweep, group_column, group, draw`` and the parameters
+under their display names. Every table goes to disk only after all fits succeeded.
 
-Outputs: ``fits.json`` ``{"options": {...}, "fits": [{sweep, group_column, group,
-...FitResult.to_dict()}]}``; ``fits.csv`` and ``predictions.csv`` with the columns
-``FIT_COLUMNS`` / ``PREDICTION_COLUMNS`` documented in :mod:`dlrepro.scaling.fit`.
+Input errors (missing file or column, text in a numeric column, an option out of range,
+a bad query, a group too small to fit) end in one line on stderr naming the file, column,
+line and value, and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from dlrepro.io import write_csv, write_json
 from dlrepro.log import get_logger
-from dlrepro.scaling.fit import (
-    FIT_COLUMNS,
-    PREDICTION_COLUMNS,
-    FitOptions,
-    fit_law,
-    prediction_frame,
-    width_sweep_points,
-)
-
-PREPARERS = {"width_sweep": width_sweep_points}
+from dlrepro.scaling.fit import NAMINGS, PARAM_NAMES, FitOptions
+from dlrepro.scaling.sweeps import InputError, ScalingParams, SweepSpec, run_sweeps
 
 
-def _from_dict(cls, d: dict[str, Any], what: str):
-    """Build dataclass ``cls`` from ``d``, rejecting keys it does not have."""
-    if not isinstance(d, dict):
-        raise ValueError(f"{what}: expected a JSON object, got {type(d).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{what}: unknown key(s) {unknown}; known: {sorted(known)}")
-    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
-    absent = [k for k in required if k not in d]
-    if absent:
-        raise ValueError(f"{what}: missing key(s) {absent}")
-    return cls(**d)
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (and exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-@dataclass
-class SweepSpec:
-    """One table to fit: ``x`` (single) or ``n`` and ``d`` (joint) against ``y``, per ``group``."""
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown, except for required options and those without one (None)."""
 
-    name: str
-    csv: str
-    y: str
-    kind: str = "single"
-    x: str | None = None
-    n: str | None = None
-    d: str | None = None
-    group: str | None = None
-    seed_column: str | None = None
-    filter: dict[str, Any] = field(default_factory=dict)
-    prepare: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind == "single":
-            if not self.x or self.n or self.d:
-                raise ValueError(f"sweep {self.name!r}: a single law needs 'x' (and no 'n'/'d')")
-        elif self.kind == "joint":
-            if not (self.n and self.d) or self.x:
-                raise ValueError(f"sweep {self.name!r}: a joint law needs 'n' and 'd' (and no 'x')")
-        else:
-            raise ValueError(f"sweep {self.name!r}: kind must be 'single' or 'joint', got {self.kind!r}")
-        if self.prepare is not None and self.prepare not in PREPARERS:
-            raise ValueError(f"sweep {self.name!r}: unknown prepare {self.prepare!r}; known: {sorted(PREPARERS)}")
-        if not isinstance(self.filter, dict):
-            raise ValueError(f"sweep {self.name!r}: filter must be an object column -> value, got {self.filter!r}")
-
-    @property
-    def x_columns(self) -> list[str]:
-        return [self.x] if self.kind == "single" else [self.n, self.d]
+    def _get_help_string(self, action):
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
-@dataclass
-class ScalingParams:
-    """The ``scaling`` config subtree: fit options, output grid and the sweeps."""
+def _formatter(prog):
+    return _Help(prog, max_help_position=32, width=100)
 
-    sweeps: list[SweepSpec]
-    n_resamples: int = 1000
-    seed: int = 0
-    ci_level: float = 0.95
-    huber_delta: float = 1e-3
-    exponent_max: float = 5.0
-    n_starts: int | None = None
-    bootstrap_starts: int = 1
-    regime_tolerance: float = 0.1
-    grid_points: int = 64
-    extend: float = 2.0
 
-    @classmethod
-    def from_json(cls, text: str) -> "ScalingParams":
+def _positive_float(text: str) -> float:
+    v = _float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not > 0")
+    return v
+
+
+def _float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return v
+
+
+def _unit_interval(text: str) -> float:
+    v = _float(text)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not in the open interval (0, 1) (e.g. 0.95 for 95%)")
+    return v
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
         try:
-            d = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--spec is not valid JSON: {err}") from None
-        if not isinstance(d, dict) or "sweeps" not in d:
-            raise ValueError("scaling spec: expected a JSON object with a 'sweeps' list")
-        params = _from_dict(cls, d, "scaling spec")
-        params.sweeps = [_from_dict(SweepSpec, s, f"sweep #{i}") for i, s in enumerate(params.sweeps)]
-        names = [s.name for s in params.sweeps]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"scaling spec: need one or more sweeps with distinct names; got {names}")
-        return params
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {minimum}")
+        return v
 
-    def options(self) -> FitOptions:
-        keys = {f.name for f in fields(FitOptions)}
-        return FitOptions(**{k: v for k, v in asdict(self).items() if k in keys})
+    return parse
 
 
-def load_sweep_table(sweep: SweepSpec) -> pd.DataFrame:
-    """Read, filter and prepare the table of one sweep; check its columns.
-
-    The filter applies to the raw table (before ``prepare``, which keeps only the columns
-    it needs), so it may select on any column of the CSV."""
-    table = pd.read_csv(sweep.csv)
-    missing = [c for c in sweep.filter if c not in table.columns]
-    if missing:
-        raise ValueError(f"sweep {sweep.name!r}: {sweep.csv} lacks filter column(s) {missing}; "
-                         f"has {list(table.columns)}")
-    for column, value in sweep.filter.items():
-        values = value if isinstance(value, list) else [value]
-        table = table[table[column].isin(values)]
-    if table.empty:
-        raise ValueError(f"sweep {sweep.name!r}: no rows left after filter {sweep.filter}")
-    if sweep.prepare:
-        table = PREPARERS[sweep.prepare](table, y=sweep.y)
-    needed = sweep.x_columns + [sweep.y] + [c for c in (sweep.group, sweep.seed_column) if c]
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise ValueError(f"sweep {sweep.name!r}: {sweep.csv} lacks column(s) {missing}; has {list(table.columns)}")
-    return table
+def _axis(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not values or not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of finite numbers")
+    return values
 
 
-def run_sweeps(params: ScalingParams) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
-    """Fit every (sweep, group); return (fits table, fits.json content, predictions table)."""
-    options = params.options()
-    rows, records, predictions = [], [], []
-    for sweep in params.sweeps:
-        table = load_sweep_table(sweep)
-        groups = table.groupby(sweep.group, sort=True) if sweep.group else [("", table)]
-        for group, part in groups:
-            group = group[0] if isinstance(group, tuple) else group
-            label = {"sweep": sweep.name, "group_column": sweep.group or "", "group": group}
-            try:
-                result = fit_law(
-                    part[sweep.x_columns].to_numpy(dtype=float),
-                    part[sweep.y].to_numpy(dtype=float),
-                    x_names=sweep.x_columns,
-                    y_name=sweep.y,
-                    seeds=part[sweep.seed_column].to_numpy() if sweep.seed_column else None,
-                    options=options,
-                    log_context={"sweep": sweep.name, **({"group": group} if sweep.group else {})},
-                )
-            except ValueError as err:
-                where = f"sweep {sweep.name!r}" + (f", {sweep.group}={group!r}" if sweep.group else "")
-                raise ValueError(f"{where}: {err}") from None
-            rows.append({**label, **result.to_row()})
-            records.append({**label, **result.to_dict()})
-            pred = prediction_frame(result, n_grid=params.grid_points, extend=params.extend)
-            predictions.append(pred.assign(**label))
-    fits = pd.DataFrame(rows)[FIT_COLUMNS]
-    preds = pd.concat(predictions, ignore_index=True)[PREDICTION_COLUMNS]
-    spec = asdict(params)
-    return fits, {"options": {k: v for k, v in spec.items() if k != "sweeps"}, "sweeps": spec["sweeps"],
-                  "fits": records}, preds  # fmt: skip
-
-
-def _write_outputs(params: ScalingParams, out_json, out_csv=None, out_predictions=None) -> None:
-    fits, record, preds = run_sweeps(params)
-    write_json(out_json, record)
-    if out_csv:
-        write_csv(out_csv, fits)
-    if out_predictions:
-        write_csv(out_predictions, preds)
-    get_logger("scaling").info(f"wrote {len(fits)} fit(s) to {out_json}")
-
-
-# ----------------------------------------------------------------------------------
-# argument parsing
-
-
-def _add_fit_options(p: argparse.ArgumentParser) -> None:
+def _add_fit_options(p: argparse.ArgumentParser, kind: str) -> None:
     d = FitOptions()
-    p.add_argument("--csv", required=True, help="input table")
-    p.add_argument("--y", required=True, help="loss column")
-    p.add_argument("--group", default=None, help="fit one law per value of this column")
-    p.add_argument("--seed-column", default=None, help="bootstrap resamples seeds (clusters) of this column")
-    p.add_argument("--out", required=True, help="FIT.json")
-    p.add_argument("--out-csv", default=None, help="optional fits table (CSV)")
-    p.add_argument("--out-predictions", default=None, help="optional predictions table (CSV)")
-    p.add_argument("--n-resamples", type=int, default=d.n_resamples)
-    p.add_argument("--seed", type=int, default=d.seed, help="bootstrap RNG seed")
-    p.add_argument("--ci-level", type=float, default=d.ci_level)
-    p.add_argument("--n-starts", type=int, default=d.n_starts, help="grid starts optimised (default: all)")
-    p.add_argument("--bootstrap-starts", type=int, default=d.bootstrap_starts)
+    io = p.add_argument_group("input and output")
+    io.add_argument("--csv", required=True, help="input table (CSV with a header line)")
+    io.add_argument("--y", required=True, help="loss column")
+    io.add_argument("--group", default=None, help="fit one law per value of this column")
+    io.add_argument("--seed-column", default=None,
+                    help="the bootstrap resamples the seeds (clusters) of this column instead of rows")
+    io.add_argument("--where", default=None,
+                    help="pandas query selecting the rows to fit, e.g. \"loss < 4 and N > 1e7\"")
+    io.add_argument("--skip-small-groups", action="store_true",
+                    help="skip (with a warning) a group with < 3 distinct values of a variable or too few "
+                         "points, instead of stopping")  # fmt: skip
+    names = list(NAMINGS) if kind == "single" else ["A", "columns"]
+    io.add_argument("--param-names", choices=names, default="A",
+                    help="names of the parameters: A (E, A, alpha[, B, beta]), B (E, B, beta: a law in data "
+                         "size), columns (E, A_<x>, alpha_<x>, ...)")  # fmt: skip
+    io.add_argument("--out", default=None, help="fits JSON (estimates, CIs, SEs, covariance, diagnostics)")
+    io.add_argument("--out-csv", default=None, help="fits table (CSV, one row per law)")
+    io.add_argument("--out-predictions", default=None, help="predictions with CI band (CSV)")
+    io.add_argument("--save-draws", default=None, metavar="FILE",
+                    help="bootstrap estimates, one row per resample (CSV)")
+    f = p.add_argument_group("fitting")
+    f.add_argument("--huber-delta", type=_positive_float, default=d.huber_delta,
+                   help="Huber threshold on log residuals (Hoffmann et al.: 1e-3)")
+    f.add_argument("--exponent-min", type=_float, default=d.exponent_min, help="lower bound of every exponent")
+    f.add_argument("--exponent-max", type=_positive_float, default=d.exponent_max,
+                   help="upper bound of every exponent")
+    f.add_argument("--grid-e", type=_axis, default=None,
+                   help="starting values of e = log(E / y_ref) (y_ref: geometric mean of y), comma-separated "
+                        "(default: built-in grid)")  # fmt: skip
+    f.add_argument("--grid-a", type=_axis, default=None,
+                   help="starting values of a = log(A x_ref^-alpha / y_ref) (x_ref: geometric mean of x)")
+    f.add_argument("--grid-alpha", type=_axis, default=None, help="starting values of every exponent")
+    f.add_argument("--n-starts", type=_count(1), default=d.n_starts,
+                   help="optimise only the best N grid points by initial objective (default: all)")
+    f.add_argument("--solver", choices=["batched", "lbfgs"], default=d.solver,
+                   help="batched projected Newton over all starts/resamples, or one L-BFGS-B run each")
+    b = p.add_argument_group("bootstrap and diagnostics")
+    b.add_argument("--n-resamples", type=_count(0), default=d.n_resamples, help="bootstrap resamples (0: no CIs)")
+    b.add_argument("--seed", type=_count(0), default=d.seed, help="bootstrap RNG seed")
+    b.add_argument("--ci-level", type=_unit_interval, default=d.ci_level,
+                   help="confidence level of the percentile intervals, in (0, 1)")
+    b.add_argument("--bootstrap-starts", type=_count(0), default=d.bootstrap_starts,
+                   help="grid points refitted per resample besides the warm start from the full-data fit")
+    b.add_argument("--regime-tolerance", type=_float, default=d.regime_tolerance,
+                   help="exponents within this distance of 1 count as variance-limited")
+    b.add_argument("--identification-span", type=_float, default=d.identification_span,
+                   help="warn that an exponent is not identified when its CI spans more than this factor")
+    b.add_argument("--grid-points", type=_count(2), default=64, help="points of each prediction curve")
+    b.add_argument("--extend", type=_float, default=2.0, help="predictions run from min x / EXTEND to max x * EXTEND")
 
 
 def _params_from_args(args: argparse.Namespace, kind: str) -> ScalingParams:
     columns = {"x": args.x} if kind == "single" else {"n": args.n, "d": args.d}
     sweep = SweepSpec(name=Path(args.csv).stem, csv=args.csv, y=args.y, kind=kind, group=args.group,
-                      seed_column=args.seed_column, **columns)  # fmt: skip
-    return ScalingParams(sweeps=[sweep], n_resamples=args.n_resamples, seed=args.seed, ci_level=args.ci_level,
-                         n_starts=args.n_starts, bootstrap_starts=args.bootstrap_starts)  # fmt: skip
+                      seed_column=args.seed_column, where=args.where, param_names=args.param_names,
+                      **columns)  # fmt: skip
+    axes = (args.grid_e, args.grid_a, args.grid_alpha)
+    grid = None
+    if any(a is not None for a in axes):
+        missing = [n for n, a in zip(("--grid-e", "--grid-a", "--grid-alpha"), axes) if a is None]
+        if missing:
+            raise InputError(f"a starting grid needs all of --grid-e, --grid-a, --grid-alpha; missing {missing}")
+        grid = [list(a) for a in axes]
+    params = ScalingParams(
+        sweeps=[sweep], n_resamples=args.n_resamples, seed=args.seed, ci_level=args.ci_level,
+        huber_delta=args.huber_delta, exponent_min=args.exponent_min, exponent_max=args.exponent_max,
+        grid=grid, n_starts=args.n_starts, bootstrap_starts=args.bootstrap_starts,
+        regime_tolerance=args.regime_tolerance, identification_span=args.identification_span,
+        solver=args.solver, grid_points=args.grid_points, extend=args.extend,
+        skip_small_groups=args.skip_small_groups,
+    )  # fmt: skip
+    flags = {"exponent_max": "--exponent-max", "exponent_min": "--exponent-min", "regime_tolerance":
+             "--regime-tolerance", "identification_span": "--identification-span"}  # fmt: skip
+    try:
+        params.options()
+    except InputError as err:
+        msg = str(err).replace("scaling spec: ", "")
+        for key, flag in flags.items():
+            msg = msg.replace(f"{key}:", f"{flag}:", 1) if msg.startswith(key) else msg
+        raise InputError(msg) from None
+    return params
 
 
 def _fit_parser(prog: str | None = None, parser: argparse.ArgumentParser | None = None):
-    p = parser or argparse.ArgumentParser(prog=prog, description="Fit L = E + A*x^-alpha to a CSV.")
-    _add_fit_options(p)
+    p = parser or _Parser(prog=prog, description="Fit L = E + A*x^-alpha to a CSV.", formatter_class=_formatter)
     p.add_argument("--x", required=True, help="scale column (model size, data size, width...)")
+    _add_fit_options(p, "single")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dlrepro scaling", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    _fit_parser(parser=sub.add_parser("fit", help="fit L = E + A*x^-alpha to one CSV"))
-    p = sub.add_parser("fit2", help="fit L = E + A/N^alpha + B/D^beta to one CSV")
-    _add_fit_options(p)
+    parser = _Parser(prog="scaling", description="Scaling-law fits with bootstrap CIs (Hoffmann et al. approach 3, "
+                     "as corrected by Besiroglu et al.).", formatter_class=_formatter)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _fit_parser(parser=sub.add_parser("fit", help="fit L = E + A*x^-alpha to one CSV", formatter_class=_formatter,
+                                      description="Fit L = E + A*x^-alpha (per group) to a CSV."))  # fmt: skip
+    p = sub.add_parser("fit2", help="fit L = E + A/N^alpha + B/D^beta to one CSV", formatter_class=_formatter,
+                       description="Fit L = E + A/N^alpha + B/D^beta (per group) to a CSV.")  # fmt: skip
     p.add_argument("--n", required=True, help="model-size column")
     p.add_argument("--d", required=True, help="data-size column")
-    p = sub.add_parser("fit-sweeps", help="fit the sweeps of a JSON spec (workflow entry)")
-    p.add_argument("--spec", required=True, help="JSON string (the config's scaling subtree)")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-json", required=True)
-    p.add_argument("--out-predictions", required=True)
-    p = sub.add_parser("plot", help="log-log figure of data, fits and CI bands")
+    _add_fit_options(p, "joint")
+    for name, aliases in (("sweeps", ["fit-sweeps"]),):
+        p = sub.add_parser(name, aliases=aliases, help="fit the sweeps of a JSON spec (the workflow's entry)",
+                           formatter_class=_formatter)  # fmt: skip
+        p.add_argument("--spec", required=True, help="JSON string (the config's scaling subtree)")
+        p.add_argument("--out-csv", required=True, help="fits table")
+        p.add_argument("--out-json", required=True, help="fits JSON")
+        p.add_argument("--out-predictions", required=True, help="predictions table")
+        p.add_argument("--save-draws", default=None, metavar="FILE", help="bootstrap estimates (CSV)")
+    p = sub.add_parser("plot", help="log-log figure of data, fits and CI bands", formatter_class=_formatter)
     p.add_argument("--fits", required=True, help="fits.json")
     p.add_argument("--predictions", required=True, help="predictions.csv")
     p.add_argument("--out", required=True, help="figure path (PNG and PDF are written)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _fmt(v: float) -> str:
+    return "nan" if not np.isfinite(v) else f"{v:.4g}"
+
+
+def summary(results) -> str:
+    """The fits as text: one block per law with estimate, SE and CI per parameter."""
+    lines = []
+    for label, r in results:
+        group = f" ({label['group_column']}={label['group']})" if label["group_column"] else ""
+        boot = r.bootstrap
+        lines.append(f"{label['sweep']}{group}: {r.formula()}  [{r.n_points} points, {boot['n_resamples']} "
+                     f"resamples by {boot['unit']}]")  # fmt: skip
+        level = f"{r.ci_level:.0%} CI"
+        for name in PARAM_NAMES[len(r.x_names)]:
+            lo, hi = r.ci[name]
+            regime = f"  {r.regime[name]}" if name in r.regime else ""
+            lines.append(f"  {r.display(name):<10} {_fmt(r.params[name]):>10}  SE {_fmt(r.se[name]):>9}  "
+                         f"{level} [{_fmt(lo)}, {_fmt(hi)}]{regime}")  # fmt: skip
+        lines.extend(f"  warning: {w}" for w in r.warnings)
+    return "\n".join(lines)
+
+
+def _write_outputs(params: ScalingParams, out_json=None, out_csv=None, out_predictions=None, draws=None,
+                   echo: bool = False) -> None:  # fmt: skip
+    fits, record, preds, draws_table, results = run_sweeps(params)
+    if echo:
+        print(summary(results), flush=True)
+    for path, write, obj in ((out_json, write_json, record), (out_csv, write_csv, fits),
+                             (out_predictions, write_csv, preds), (draws, write_csv, draws_table)):  # fmt: skip
+        if path:
+            write(path, obj)
+    get_logger("scaling").info(f"wrote {len(fits)} fit(s)" + (f" to {out_json}" if out_json else ""))
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command in ("fit", "fit2"):
         params = _params_from_args(args, "single" if args.command == "fit" else "joint")
-        _write_outputs(params, args.out, args.out_csv, args.out_predictions)
-    elif args.command == "fit-sweeps":
-        _write_outputs(ScalingParams.from_json(args.spec), args.out_json, args.out_csv, args.out_predictions)
+        _write_outputs(params, args.out, args.out_csv, args.out_predictions, args.save_draws, echo=True)
+    elif args.command in ("sweeps", "fit-sweeps"):
+        _write_outputs(ScalingParams.from_json(args.spec), args.out_json, args.out_csv, args.out_predictions,
+                       args.save_draws)  # fmt: skip
     elif args.command == "plot":
         from dlrepro.scaling.plots import plot_fits
 
@@ -291,11 +293,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _guarded(prog: str, args: argparse.Namespace) -> int:
+    """Run; an input error is one line on stderr and exit status 2."""
+    try:
+        return _run(args)
+    except InputError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``scaling ...`` (and ``python -m dlrepro scaling ...``)."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return _guarded(f"scaling {args.command}", args)
+
+
 def scaling_fit_main(argv: list[str] | None = None) -> int:
     """The ``scaling-fit`` console script: ``scaling fit`` as a command of its own."""
     args = _fit_parser(prog="scaling-fit").parse_args(sys.argv[1:] if argv is None else argv)
-    _write_outputs(_params_from_args(args, "single"), args.out, args.out_csv, args.out_predictions)
-    return 0
+    args.command = "fit"
+    return _guarded("scaling-fit", args)
 
 
 if __name__ == "__main__":

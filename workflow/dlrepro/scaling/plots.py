@@ -1,7 +1,9 @@
 """Log-log figures of the scaling fits: data, fitted law (legend) and bootstrap CI band.
 
-Drawn only from the outputs of ``scaling fit-sweeps`` (``fits.json`` for the data points
-and the fitted formula, ``predictions.csv`` for the curves and bands). One panel per
+Drawn from the outputs of ``scaling sweeps`` (``fits.json`` for the fitted formula and the
+input each sweep read -- its path and sha256 -- whose selected rows are the data points;
+``predictions.csv`` for the curves and bands). An input that changed since the fit is an
+error. One panel per
 single-variable sweep with one curve per group (coloured by :func:`dlrepro.style.color`,
 so "mup" has the same colour as everywhere in the study); one panel per (sweep, group)
 of a joint law, with one curve in N per value of D. The extrapolated part of each curve
@@ -11,6 +13,7 @@ is dashed.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
@@ -19,7 +22,24 @@ import pandas as pd
 
 from dlrepro import style
 from dlrepro.io import read_json
+from dlrepro.io import sha256_file
 from dlrepro.scaling.fit import PREDICTION_COLUMNS
+from dlrepro.scaling.sweeps import InputError, SweepSpec, groups_of, load_sweep_table, read_table
+
+
+def _points(record: dict) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """(sweep, group) -> (X, y) of the rows each fit used, re-read from the recorded input."""
+    points = {}
+    for spec in record["sweeps"]:
+        spec = dict(spec)
+        source = spec.pop("input")
+        path = Path(source["path"])
+        if not path.is_file() or sha256_file(path) != source["sha256"]:
+            raise InputError(f"{source['path']}: missing or changed since the fit (sha256 {source['sha256'][:12]}...)")
+        sweep = SweepSpec(**spec)
+        for group, part in groups_of(sweep, load_sweep_table(sweep)):
+            points[(sweep.name, str(group))] = (part[sweep.x_columns].to_numpy(float), part[sweep.y].to_numpy(float))
+    return points
 
 
 def _panels(fits: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -51,28 +71,34 @@ def _draw_curve(ax, part: pd.DataFrame, color: str, label: str) -> None:
 
 def plot_fits(fits_json: str | os.PathLike, predictions_csv: str | os.PathLike, out: str | os.PathLike):
     """Render the figure; returns the written paths (PNG and PDF)."""
-    fits = read_json(fits_json)["fits"]
-    preds = pd.read_csv(predictions_csv)
-    if not fits:
-        raise ValueError(f"{fits_json} holds no fits to plot")
+    for path in (fits_json, predictions_csv):
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such file")
+    record = read_json(fits_json)
+    fits = record.get("fits") if isinstance(record, dict) else None
+    if not fits or "sweeps" not in record:
+        raise InputError(f"{fits_json} holds no fits to plot (expected the JSON of scaling fit/fit2/sweeps)")
+    preds = read_table(str(predictions_csv))
     missing = [c for c in PREDICTION_COLUMNS if c not in preds.columns]
     if missing:
-        raise ValueError(f"{predictions_csv} lacks column(s) {missing}")
+        raise InputError(f"{predictions_csv} lacks column(s) {missing}")
     panels = _panels(fits)
+    points = _points(record)
     fig, axes = style.subplots(len(panels))
     fig.set_layout_engine("constrained")
     for ax, (title, members) in zip(axes, panels):
         for fit in members:
-            X, y = np.asarray(fit["data"]["X"]), np.asarray(fit["data"]["y"])
+            X, y = points[(fit["sweep"], str(fit["group"]))]
             part = _rows(preds, fit)
             if part.empty:
-                raise ValueError(f"{predictions_csv} has no rows for sweep {fit['sweep']!r}, group {fit['group']!r}")
+                raise InputError(f"{predictions_csv} has no rows for sweep {fit['sweep']!r}, group {fit['group']!r}")
             ci = f"{fit['ci_level']:.0%} CI" if fit["bootstrap"]["n_resamples"] else "no CI"
             if fit["kind"] == "single":
                 color = style.color(str(fit["group"]) or fit["sweep"])
                 prefix = f"{fit['group']}: " if fit["group"] != "" else ""
                 ax.scatter(X[:, 0], y, s=10, color=color, alpha=0.6, linewidths=0)
-                _draw_curve(ax, part, color, f"{prefix}{_short(fit['formula'])}\n({fit['regime']['alpha']})")
+                regime = next(iter(fit["regime"].values()))
+                _draw_curve(ax, part, color, f"{prefix}{_short(fit['formula'])}\n({regime})")
             else:
                 d_values = sorted(part["d"].unique())
                 cmap = plt.get_cmap("viridis", len(d_values))
