@@ -1,8 +1,9 @@
 """The sampling benchmark at tiny sizes: ours and Hugging Face generate compute the same thing.
 
-Timing ratios are not asserted (machines are noisy); what is asserted is that the baseline is
-faithful: same weights (logits agree), same greedy tokens, same sampled tokens for the same
-seed, exactly the requested number of new tokens, and the check rows the runner prints.
+Timing ratios are not asserted (machines are noisy); what is asserted is that the baselines
+are faithful: same weights (logits agree), same greedy tokens, same sampled tokens for the
+same seed, exactly the requested number of new tokens or the forced document lengths, the
+cache memory formula, and the check rows the runner prints.
 """
 
 import dataclasses
@@ -64,7 +65,46 @@ def test_checks_have_the_issue_targets(result):
     assert checks[f"KV cache vs no cache, {new} new tokens"]["target"] is None  # only from 256 tokens
     assert bench.Setup().no_cache.new_tokens == 256 and bench.no_cache_target(256) == 3.0
     assert checks[f"{name}: greedy tokens/s ours/HF"]["value"] == result["cases"][0]["greedy"]["ratio"]
-    assert len(checks) == 3
+    corpus = bench.QUICK.corpus[0].name
+    assert checks[f"{corpus} corpus: useful tokens/s continuous/static"]["target"] == 1.5
+    assert checks[f"{corpus} corpus: useful tokens/s continuous/HF"]["target"] is None
+    assert checks[f"{corpus} corpus: useful tokens/s continuous/static"]["value"] == result["corpus"][0]["ratio_static"]
+    assert checks["KV cache, tiny at the paper's sampling batch and context"]["unit"] == "GiB"
+    assert len(checks) == 6
+    assert [m.name for m in bench.Setup().memory_models] == ["gpt2-9m", "llama-12m", "llama-42m", "llama-126m"]
+
+
+def test_corpus_sides_do_the_same_work(result):
+    """Continuous, static and HF sample documents of the forced lengths; static and HF draw the
+    same tokens (same batches, same seed), and so do greedy continuous and HF."""
+    (c,) = result["corpus"]
+    assert c["static_hf_tokens_equal"] and c["greedy_hf_tokens_equal"]
+    assert 0 < c["mean_length"] <= c["max_new_tokens"] == c["case"]["block_size"] - 1
+    assert c["useful_tokens"] == round(c["mean_length"] * c["case"]["n_documents"])
+    for side in ("continuous", "static", "hf"):
+        assert c[f"{side}_tokens_per_s"] > 0 and len(c[f"{side}_runs"]) == bench.QUICK.repeats
+    assert c["ratio_static"] == pytest.approx(c["continuous_tokens_per_s"] / c["static_tokens_per_s"])
+    assert 0 < c["static_row_step_efficiency"] <= 1
+    assert result["lengths_source"]  # where the document lengths came from
+
+
+def test_forced_lengths_give_exact_document_lengths():
+    model = bench.our_model(bench.QUICK.corpus[0].as_case(), 64, seed=1)
+    lengths = torch.tensor([0, 3, 23, 7, 1, 12, 30, 5, 9])  # 23 = max_new_tokens; 30 is capped
+    capped = lengths.clamp(max=23)
+    for side in (bench._continuous_corpus, bench._static_corpus):
+        for t in (0.0, 1.0):
+            docs = side(model, capped, 4, t, 0)
+            assert [d.size for d in docs] == capped.tolist()
+            assert all(not (d == bench.EOS).any() for d in docs)
+
+
+def test_cache_memory_formula_matches_the_allocation(result):
+    (m,) = result["memory"]
+    assert m["measured"] and m["cache_bytes"] == m["formula_bytes"] and m["cache_dtype"] == "torch.bfloat16"
+    pm = bench.QUICK.memory_models[0]
+    assert m["formula_bytes"] == 2 * pm.n_layer * bench.QUICK.memory_batch * bench.QUICK.memory_max_new_tokens \
+        * pm.d_model * 2
 
 
 def test_hf_model_has_our_shape_and_weights():

@@ -27,6 +27,9 @@ Subcommands (every output is written atomically):
     (arXiv:2404.01413, Sec. 2.1), and the mixing policies count documents; the token count
     then follows the model's own document lengths, which is part of what collapses (the
     corpus manifest records both). Writes ``DIR/tokens.npy`` and ``DIR/manifest.json``.
+    Continuous batching, one random stream per document (:mod:`dlrepro.sampling`); with
+    ``compute.devices > 1`` one process per device samples a contiguous share of the
+    documents and the shares are merged into the same corpus.
 ``evaluate --model MODEL.pt --tokens TEST.npy --manifest MANIFEST --out EVAL.json [--split S] [--params JSON]``
     Cross-entropy on the real held-out split, nats/token and nats/char (protocol in
     :mod:`dlrepro.collapse.lm`).
@@ -344,17 +347,19 @@ def cmd_train(args) -> int:
 
 def cmd_sample(args) -> int:
     import contextlib
+    import functools
 
     import torch
 
     from dlrepro.collapse.lm import load_model, model_provenance, resolve_device
-    from dlrepro.sampling import SamplingConfig, sample_documents
+    from dlrepro.sampling import SamplingConfig, sample_documents, sample_documents_on_devices
     from dlrepro.textstats import diversity_stats
 
     params = LMParams.from_json(args.params)
     _set_threads(params)
     sp = params.sampling
     device = resolve_device(sp.device)
+    devices = _sampling_devices(device, params.compute.get("devices", 1))
     real = corpus.real_pool(args.real_manifest)
     model, meta = load_model(args.model, device)
     if model.config.vocab_size != real.vocab_size:
@@ -370,20 +375,31 @@ def cmd_sample(args) -> int:
         temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p,
         max_new_tokens=sp.max_new_tokens or model.config.block_size - 1,
         batch_size=sp.batch_size, use_cache=True,
+        # compute.compile: the decode step too, on CUDA (Inductor's CPU compile takes minutes)
+        compile=bool(params.compute.get("compile")) and device.startswith("cuda"),
     )
-    log.info("sampling %d documents (as many as the real training split) on %s", real.n_documents, device)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda")
-                else contextlib.nullcontext())
-    with autocast:
-        docs = sample_documents(model, real.n_documents, cfg, bos_id=real.eot_id, eos_id=real.eot_id,
-                                seed=stream_seed, device=device)
+    log.info("sampling %d documents (as many as the real training split) on %s", real.n_documents,
+             ", ".join(devices))
+    bf16 = device.startswith("cuda")
+    if len(devices) > 1:  # one process per device, each on its share of the documents
+        del model
+        docs = sample_documents_on_devices(
+            functools.partial(_sampling_model, str(args.model)), real.n_documents, cfg, bos_id=real.eot_id,
+            eos_id=real.eot_id, seed=stream_seed, devices=devices,
+            threads=params.compute.get("num_threads"), bf16=bf16)
+    else:
+        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            docs = sample_documents(model, real.n_documents, cfg, bos_id=real.eot_id, eos_id=real.eot_id,
+                                    seed=stream_seed, device=device)
     pick = corpus.sample_for_stats(len(docs), sp.stats_max_documents, args.seed)
     stats = diversity_stats([docs[i] for i in pick])
     manifest = corpus.write_synthetic_corpus(args.out_dir, docs, real=real, generation=generation, manifest={
         "seed": args.seed,
         "sampling_seed": stream_seed,  # SeedSequence([seed, generation]), passed to sample_documents
         "sampling": asdict(cfg),
+        "sampling_streams": "per document: dlrepro.sampling.document_uniforms(stream_key(sampling_seed), doc, step)",
         "device": device,
+        "devices": len(devices),
         "source_model": model_provenance(args.model, meta),
         "documents_at_max_length": int(sum(len(d) == cfg.max_new_tokens for d in docs)),
         "diversity": stats,
@@ -392,6 +408,26 @@ def cmd_sample(args) -> int:
     log.info("wrote %d documents, %d tokens; diversity %s", manifest["n_documents"], manifest["n_tokens"],
              " ".join(f"{k}={v:.4g}" for k, v in stats.items() if k in DIVERSITY_COLUMNS))
     return 0
+
+
+def _sampling_devices(device: str, n: int) -> list[str]:
+    """``compute.devices`` sampling processes: ``cuda:0 .. cuda:n-1``, or ``n`` CPU processes."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"params.compute.devices must be an int >= 1, got {n!r}")
+    if device == "cpu" or n == 1:
+        return [device] * n
+    import torch
+
+    if torch.cuda.device_count() < n:
+        raise ValueError(f"compute.devices={n} but only {torch.cuda.device_count()} CUDA devices are visible")
+    return [f"cuda:{i}" for i in range(n)]
+
+
+def _sampling_model(path: str, device: str):
+    """The model of ``path`` on ``device`` (what each sampling process loads)."""
+    from dlrepro.collapse.lm import load_model
+
+    return load_model(path, device)[0]
 
 
 def _set_threads(params: LMParams) -> None:
