@@ -175,23 +175,25 @@ def lm_train_job(ctx: Context, job: Job, shape: TransformerShape, tokens: float,
 
 def lm_sample_job(ctx: Context, job: Job, shape: TransformerShape, n_docs: int, doc_tokens: float,
                   sampling: dict, token_bytes: int) -> Job:
-    """Sample ``n_docs`` documents with the KV-cached sampler. Every batch is counted at its
-    full length (``max_new_tokens`` steps: one long document keeps a batch going)."""
+    """Sample ``n_docs`` documents with the continuously batched sampler (dlrepro.decode):
+    ``batch_size`` slots, a slot starting the next document as soon as its document ends, so
+    the decode steps are the corpus's positions (its tokens plus one prompt token a
+    document) over the slots. Every step reads the weights and the whole preallocated KV
+    cache (``max_new_tokens`` positions a slot: each row attends through its own mask)."""
     max_new = sampling.get("max_new_tokens") or shape.block_size - 1
     B = sampling["batch_size"]
-    n_batches = math.ceil(n_docs / B)
-    positions = n_batches * B * (max_new + 1)
     job.unit, job.work = "tokens", float(n_docs * min(doc_tokens, max_new))
-    job.flops = positions * shape.sample_flops_per_position(max_new + 1)
+    positions = job.work + n_docs
+    steps = math.ceil(positions / B)
+    job.flops = positions * shape.forward_flops_per_token(max_new + 1)  # every step attends over the whole cache
     wbytes = 2.0 if ctx.mixed else 4.0
-    moved = n_batches * (max_new + 1) * (
-        shape.matmul_params() * wbytes + shape.kv_cache_bytes(B, max_new + 1, wbytes) / 2.0)
+    moved = steps * (shape.matmul_params() * wbytes + shape.kv_cache_bytes(B, max_new + 1, wbytes))
     job.seconds = ctx.seconds(job.flops, moved, train=False)
     parts = shape.sample_memory(B, max_new + 1, ctx.mixed)
     docs_host = job.work * 8.0 * 2 + n_docs * 112.0  # int64 documents kept, then concatenated
     job.host_mb, job.device_mb = ctx.memory(parts, host_extra=docs_host)
     job.disk_bytes = job.work * token_bytes + n_docs * token_bytes
-    job.notes.append(f"{n_batches:,} batches of {B} x {max_new + 1} positions (KV cache "
+    job.notes.append(f"{steps:,} decode steps of {B} slots (KV cache "
                      f"{shape.kv_cache_bytes(B, max_new + 1, wbytes) / 1e9:.2f} GB)")
     return job
 
