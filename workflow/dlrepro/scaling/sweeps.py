@@ -9,6 +9,8 @@ row and value and what is valid.
 
 from __future__ import annotations
 
+import io
+
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlrepro.io import sha256_file
+from dlrepro.io import sha256_bytes, sha256_file
 from dlrepro.log import get_logger
 from dlrepro.scaling.bootstrap import is_fittable
 from dlrepro.scaling.fit import (
@@ -161,13 +163,23 @@ def _line(table: pd.DataFrame, i) -> str:
     return f"line {int(i) + 2}"  # header on line 1
 
 
+_DIGESTS: dict[str, str] = {}  # path -> sha256 of the bytes read_table parsed
+
+
 def read_table(path: str) -> pd.DataFrame:
-    """The CSV at ``path``; a missing, empty or malformed file is an :class:`InputError`."""
+    """The CSV at ``path``; a missing, empty or malformed file is an :class:`InputError`.
+
+    The bytes are read once, hashed (for the JSON's input record) and parsed, so a pipe
+    (``<(...)``, a FIFO) works as well as a file."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{path}: no such file" if not p.exists() else f"{path}: not a file")
+    if not p.exists():
+        raise InputError(f"{path}: no such file")
+    if p.is_dir():
+        raise InputError(f"{path}: is a folder; expected a CSV file")
+    data = p.read_bytes()
+    _DIGESTS[str(path)] = sha256_bytes(data)
     try:
-        return pd.read_csv(p)
+        return pd.read_csv(io.BytesIO(data))
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty; expected a CSV with a header line") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
@@ -234,7 +246,8 @@ def load_sweep_table(sweep: SweepSpec) -> pd.DataFrame:
 
 def input_record(sweep: SweepSpec, table: pd.DataFrame) -> dict:
     """How fits.json names its input: the path, its sha256 and the rows selected."""
-    return {"path": sweep.csv, "sha256": sha256_file(sweep.csv), "n_rows_selected": int(len(table))}
+    digest = _DIGESTS.get(str(sweep.csv)) or sha256_file(sweep.csv)
+    return {"path": sweep.csv, "sha256": digest, "n_rows_selected": int(len(table))}
 
 
 def groups_of(sweep: SweepSpec, table: pd.DataFrame):
