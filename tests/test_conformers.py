@@ -98,6 +98,14 @@ def test_prepare_is_deterministic_split_by_molecule_and_counts_skips(real_dir, s
     assert not np.allclose(other.coords, same.coords)
 
 
+def test_smiles_size_prefilter_counts_heavy_atoms_like_rdkit():
+    from rdkit import Chem
+
+    for smiles in SMILES[:10] + ["[H]C([2H])Cl", "[Hg]CC", "C[C@@H](N)C(=O)O", "[NH4+]", "[H][H]",
+                                 "O=[N+]([O-])c1ccc(Br)cc1", "Clc1ccccc1I", "CC(=O)[O-].[Na+]"]:
+        assert ds.smiles_heavy_atoms(smiles) == Chem.MolFromSmiles(smiles).GetNumHeavyAtoms(), smiles
+
+
 def test_stored_set_round_trips_graph_and_coordinates(real_dir):
     train = ConformerSet(real_dir / "train")
     templates = train.templates()

@@ -53,6 +53,9 @@ def test_params_reject_unknown_keys_by_name():
         parse_params(TrainParams, '{"compute": {"epochs": 3}}')
     with pytest.raises(ValueError, match="accelerator"):
         parse_params(SampleParams, '{"accelerator": "tpu"}')
+    with pytest.raises(ValueError, match="max_steps"):
+        parse_params(TrainParams, '{"max_steps": 0}')
+    assert parse_params(TrainParams, '{"max_steps": 7}').max_steps == 7
     params = parse_params(TrainParams, json.dumps(TRAIN))
     assert params.model.hidden == 16 and params.diffusion.steps == 8 and params.epochs == 2
 
@@ -114,12 +117,28 @@ def test_two_generation_loop_end_to_end(real, tmp_path):
     again = evaluate(m0, "gen0_again", "real", 0)
     assert json.loads(again.read_text())["test_loss"] == json.loads(evals[0].read_text())["test_loss"]
 
-    assert main(["summarize", "--evals", *map(str, evals), "--out", str(t / "summary.csv")]) == 0
+    base = t / "eval_rdkit.json"
+    assert main(["baseline", "--params", json.dumps(EVAL), "--real-dir", str(real), "--out", str(base),
+                 "--seed", "0"]) == 0
+    assert main(["summarize", "--evals", *map(str, evals), str(base), "--out", str(t / "summary.csv")]) == 0
     summary = pd.read_csv(t / "summary.csv")
     assert list(summary.columns) == ["policy", "generation", "seed", "n_train_conformers", "test_loss",
-                                     "cov_r", "mat_r"]
-    assert sorted(summary.policy) == ["accumulate", "real", "replace"]
-    assert summary.cov_r.between(0, 1).all() and (summary.mat_r >= 0).all() and (summary.test_loss > 0).all()
+                                     "cov_r", "mat_r", "method", "cov_p", "mat_p", "bond_valid",
+                                     "bond_in_range", "mol_intact"]
+    assert sorted(summary.policy) == ["accumulate", "rdkit-etkdg", "real", "replace"]
+    model = summary[summary.method == "egnn-diffusion"]
+    rdkit = summary[summary.method == "rdkit-etkdgv3"]
+    assert len(model) == 3 and list(rdkit.policy) == ["rdkit-etkdg"] and rdkit.test_loss.isna().all()
+    assert (model.test_loss > 0).all()
+    for col in ("cov_r", "cov_p", "bond_valid", "bond_in_range", "mol_intact"):
+        assert summary[col].between(0, 1).all(), col
+    assert (summary.mat_r >= 0).all() and (summary.mat_p >= 0).all()
+    # ETKDGv3 geometries: nearly every bond within the (narrow: 6 molecules) MMFF ranges + 0.1 A
+    assert float(rdkit.bond_valid.iloc[0]) > 0.9 and float(rdkit.bond_in_range.iloc[0]) == 1.0
+    assert float(rdkit.mol_intact.iloc[0]) == 1.0
+    assert json.loads(base.read_text())["n_eval_molecules"] == json.loads(evals[0].read_text())["n_eval_molecules"]
+    syn_manifest = json.loads((t / "syn1/manifest.json").read_text())
+    assert set(syn_manifest["validity"]) >= {"bond_valid", "bond_in_range", "mol_intact"}
 
     assert main(["plot", "--csv", str(t / "summary.csv"), "--out", str(t / "fig/metrics")]) == 0
     assert main(["draw", "--samples", str(real / "train"), str(t / "syn1"), "--out", str(t / "fig/draw"),

@@ -9,6 +9,7 @@
 # results/conformers/seed<seed>/synthetic1/                             from gen 0 (shared)
 # results/conformers/seed<seed>/<policy>/gen<g>/{mix.json, model.pt, train_metrics.json, eval.json}
 # results/conformers/seed<seed>/<policy>/synthetic<g>/                  g >= 2
+# results/conformers/seed<seed>/rdkit-etkdg/eval.json                   the RDKit ETKDGv3 row
 
 if stage_on("conformers") and CF["source"] == "moses":
     DATA_NEEDED.add("moses")
@@ -208,10 +209,30 @@ rule conformers_evaluate:
         "--seed {wildcards.seed} 2> {log:q}"
 
 
-rule conformers_summary:
-    """results/conformers/summary.csv: one row per (policy, generation, seed)."""
+rule conformers_baseline:
+    """The RDKit row: ETKDGv3 conformers (no MMFF) of the same test molecules, same metrics."""
     input:
-        evals=cf_evals(),
+        real=f"{CF_REAL}/manifest.json",
+        code=code("conformers.cli"),
+    output:
+        f"{CONF}/seed{{seed}}/rdkit-etkdg/eval.json",
+    log:
+        f"{LOGS}/conformers/seed{{seed}}/rdkit-etkdg/eval.log",
+    params:
+        p=cf_params("eval"),
+    resources:
+        **LIGHT_RESOURCES,
+    conda:
+        ENV
+    shell:
+        "python -m dlrepro conformers baseline --params {params.p:q} --real-dir $(dirname {input.real:q}) "
+        "--out {output:q} --seed {wildcards.seed} 2> {log:q}"
+
+
+rule conformers_summary:
+    """results/conformers/summary.csv: one row per (policy, generation, seed), plus RDKit's."""
+    input:
+        evals=cf_evals() + [f"{CONF}/seed{s}/rdkit-etkdg/eval.json" for s in CF["seeds"]],
         code=code("conformers.cli"),
     output:
         f"{CONF}/summary.csv",
@@ -226,7 +247,7 @@ rule conformers_summary:
 
 
 rule conformers_figure:
-    """Test loss, COV-R and MAT-R vs generation, one line per policy."""
+    """Test loss, COV-R, MAT-R, MAT-P and bond validity vs generation, one line per policy."""
     input:
         csv=rules.conformers_summary.output,
         code=code("conformers.cli"),
@@ -248,12 +269,14 @@ rule conformers_figure:
         ENV
     shell:
         "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro conformers plot --csv {input.csv:q} "
-        "--out $(dirname {output.png:q})/conformers_metrics 2> {log:q}"
+        "--out $(dirname {output.png:q})/conformers_metrics --metrics test_loss,cov_r,mat_r,mat_p,bond_valid "
+        "2> {log:q}"
 
 
 rule conformers_drawing:
-    """A few generated conformers per generation and policy (2-D projections with bonds)."""
+    """A few generated conformers per generation and policy, aligned to the real one beside them."""
     input:
+        real=f"{CF_REAL}/train/manifest.json",
         sets=[f"{d}/manifest.json" for d in cf_sample_sets()],
         code=code("conformers.cli"),
     output:
@@ -275,7 +298,8 @@ rule conformers_drawing:
         ENV
     shell:
         "DLREPRO_FIGURE_STYLE={params.style:q} python -m dlrepro conformers draw "
-        "--samples {params.dirs} --out $(dirname {output.png:q})/conformers_samples 2> {log:q}"
+        "--samples $(dirname {input.real:q}) {params.dirs} --out $(dirname {output.png:q})/conformers_samples "
+        "2> {log:q}"
 
 
 if stage_on("conformers"):

@@ -15,6 +15,9 @@ the fields of the subcommand's params dataclass; unknown keys are an error)::
     mix        --policy P --generation G --seed S --real DIR --synthetic SET_DIR... --out MIX.json
     evaluate   --params EvalParams --model MODEL.pt --real-dir DIR --out EVAL.json
                [--policy P --generation G --seed S]
+    baseline   --params EvalParams --real-dir DIR --out EVAL.json [--seed S]
+               -> the RDKit ETKDGv3 row (policy rdkit-etkdg, method rdkit-etkdgv3), scored
+                  by the same code on the same test molecules (dlrepro.conformers.baseline)
     summarize  --evals EVAL.json... --out summary.csv
     plot       --csv summary.csv --out FIG [--metrics test_loss,cov_r,mat_r]
     draw       --samples SET_DIR... --out FIG [--molecules N]
@@ -25,12 +28,17 @@ the synthetic pool of generation g has exactly the real training set's molecules
 conformer counts. Generation 0 trains on ``--data-spec DIR/train`` and is evaluated with
 ``--policy real`` (it is the shared start of every policy's curve).
 
-``summary.csv`` columns (one row per evaluated model): policy, generation, seed,
-n_train_conformers, test_loss, cov_r, mat_r.
+``summary.csv`` columns (one row per evaluated model, plus the RDKit baseline):
+policy, generation, seed, n_train_conformers, test_loss, cov_r, mat_r, then method
+(``egnn-diffusion`` | ``rdkit-etkdgv3``), cov_p, mat_p, bond_valid, bond_in_range,
+mol_intact (``dlrepro.conformers.metrics``). The baseline row has policy ``rdkit-etkdg``,
+generation 0, n_train_conformers 0 and an empty test_loss.
 
 ``EVAL.json`` keys: the summary columns plus test_loss_by_level ({noise level: loss}),
 cov_r_median, mat_r_median, rmsd_threshold, n_eval_molecules, n_test_conformers and
-per_molecule (mol_id, smiles, n_refs, cov_r, mat_r).
+per_molecule (mol_id, smiles, n_refs, n_generated, cov_r, mat_r, cov_p, mat_p, n_bonds,
+n_bonds_valid, n_bonds_in_range, n_intact). A synthetic set's manifest.json holds the
+same validity fractions of its conformers under ``validity``.
 """
 
 from __future__ import annotations
@@ -46,11 +54,23 @@ import numpy as np
 
 from dlrepro.conformers import require_positive_int
 from dlrepro.conformers.dataset import ConformerSet, GeomParams, PrepareParams
-from dlrepro.conformers.metrics import ACCELERATORS, EvalParams, evaluate, device_for
+from dlrepro.conformers.metrics import (
+    ACCELERATORS,
+    EvalParams,
+    bond_ranges,
+    device_for,
+    evaluate,
+    generated_counts,
+    score,
+    validity,
+    validity_fractions,
+)
 from dlrepro.io import read_json, save_torch, sha256_file, write_csv, write_json
 from dlrepro.log import get_logger
 
-SUMMARY_COLUMNS = ["policy", "generation", "seed", "n_train_conformers", "test_loss", "cov_r", "mat_r"]
+SUMMARY_COLUMNS = ["policy", "generation", "seed", "n_train_conformers", "test_loss", "cov_r", "mat_r",
+                   "method", "cov_p", "mat_p", "bond_valid", "bond_in_range", "mol_intact"]
+MODEL_METHOD, BASELINE_METHOD, BASELINE_POLICY = "egnn-diffusion", "rdkit-etkdgv3", "rdkit-etkdg"
 
 
 # ----------------------------------------------------------------------------- params
@@ -121,6 +141,9 @@ def load_model(path: str | Path, device: str = "cpu", num_threads: int | None = 
     from dlrepro.conformers.diffusion import Diffusion, DiffusionConfig
     from dlrepro.conformers.egnn import EGNN, EGNNConfig
 
+    from dlrepro.training import configure_allocator
+
+    configure_allocator()  # sampling allocates per step as training does (~30% system time without)
     payload = torch.load(path, map_location="cpu", weights_only=False)
     net = EGNN(EGNNConfig(**payload["model"]))
     net.load_state_dict(payload["state_dict"])
@@ -154,7 +177,8 @@ def cmd_train(args) -> int:
     params = parse_params(TrainParams, args.params)
     spec = Path(args.data_spec)
     pool = read_mix(spec) if spec.is_file() else ConformerPool.whole(ConformerSet(spec))
-    settings = TrainSettings.from_dict(params.compute, seed=args.seed, epochs=params.epochs)
+    budget = {"epochs": params.epochs} if params.max_steps is None else {"max_steps": params.max_steps}
+    settings = TrainSettings.from_dict(params.compute, seed=args.seed, **budget)
     total = steps_for(settings, len(pool), params.batch_size)
     torch.manual_seed(args.seed)  # the initial weights (the harness seeds every step)
     module = ConformerDiffusion(params.model, params.diffusion, params.lr, params.weight_decay,
@@ -205,12 +229,20 @@ def cmd_sample(args) -> int:
     molecules = [Molecule(real.molecules.smiles[m], templates[m], np.stack(coords[starts[m]:starts[m + 1]]))
                  for m in range(real.n_molecules)]
     label = "real" if args.generation is None else f"{args.policy or ''} gen {args.generation}".strip()
+    ranges = bond_ranges(real)
+    valid = validity_fractions([
+        validity(real.molecule_atoms(m), real.molecule_bonds(m), molecules[m].coords, ranges,
+                 EvalParams.bond_tolerance, EvalParams.max_bond_length) for m in range(real.n_molecules)])
+    log.info("bonds valid %.3f, in 1-2 A %.3f; molecules intact %.3f", valid["bond_valid"],
+             valid["bond_in_range"], valid["mol_intact"])
     write_set(args.out_dir, molecules, {
         "source": {"model": str(args.model), "model_sha256": sha256_file(args.model),
                    "real_dir": str(real.path)},
         "method": f"reverse diffusion, {diffusion.steps} steps",
         "policy": args.policy, "generation": args.generation, "seed": args.seed,
         "label": label, "params": asdict(params),
+        "validity": {**valid, "bond_tolerance": EvalParams.bond_tolerance,
+                     "max_bond_length": EvalParams.max_bond_length},
     })
     log.info("wrote %s", args.out_dir)
     return 0
@@ -245,10 +277,25 @@ def cmd_evaluate(args) -> int:
     params = parse_params(EvalParams, args.params)
     log = get_logger("conformers.evaluate", **run_tag(args))
     net, diffusion, payload = load_model(args.model, device_for(params.accelerator), params.num_threads)
-    result = evaluate(params, net, diffusion, real_split(args.real_dir, "test"), log)
+    ranges = bond_ranges(real_split(args.real_dir, "train"))
+    result = evaluate(params, net, diffusion, real_split(args.real_dir, "test"), ranges, log)
     write_json(args.out, {"policy": args.policy, "generation": args.generation, "seed": args.seed,
-                          "n_train_conformers": payload["n_train_conformers"], **result,
-                          "params": asdict(params)})
+                          "n_train_conformers": payload["n_train_conformers"], "method": MODEL_METHOD,
+                          **result, "params": asdict(params)})
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from dlrepro.conformers.baseline import baseline_generated
+
+    params = parse_params(EvalParams, args.params)
+    log = get_logger("conformers.baseline", seed=args.seed)
+    test = real_split(args.real_dir, "test")
+    generated, failed = baseline_generated(test, generated_counts(test, params), args.seed, log)
+    result = score(params, test, generated, bond_ranges(real_split(args.real_dir, "train")), log)
+    write_json(args.out, {"policy": BASELINE_POLICY, "generation": 0, "seed": args.seed,
+                          "n_train_conformers": 0, "test_loss": None, "method": BASELINE_METHOD,
+                          **result, "n_embed_failed": failed, "params": asdict(params)})
     return 0
 
 
@@ -258,7 +305,7 @@ def cmd_summarize(args) -> int:
     rows = []
     for path in args.evals:
         ev = read_json(path)
-        missing = [c for c in SUMMARY_COLUMNS if c not in ev or ev[c] is None]
+        missing = [c for c in SUMMARY_COLUMNS if c not in ev or (ev[c] is None and c != "test_loss")]
         if missing:
             raise ValueError(f"{path} lacks {missing}; evaluate with --policy/--generation/--seed")
         rows.append({c: ev[c] for c in SUMMARY_COLUMNS})
@@ -340,6 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--policy")
     sp.add_argument("--generation", type=int)
     sp.add_argument("--seed", type=int)
+
+    sp = add("baseline", cmd_baseline, "the RDKit ETKDGv3 row: same test molecules, same metrics")
+    sp.add_argument("--params", default="{}")
+    sp.add_argument("--real-dir", required=True)
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--seed", type=int, default=0)
 
     sp = add("summarize", cmd_summarize, "summary.csv from evaluation JSONs")
     sp.add_argument("--evals", nargs="+", required=True)

@@ -27,6 +27,7 @@ class TrainParams:
     model: EGNNConfig = field(default_factory=EGNNConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     epochs: float = 40.0  # every generation, whatever its pool size (accumulate's compute grows)
+    max_steps: int | None = None  # if set: this many optimiser steps every generation, not epochs
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -37,6 +38,8 @@ class TrainParams:
         if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
             raise ValueError(f"TrainParams.epochs must be > 0, got {self.epochs!r}")
         require_positive_int(self, "batch_size")
+        if self.max_steps is not None:
+            require_positive_int(self, "max_steps")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"TrainParams.lr must be > 0, got {self.lr!r}")
         if self.weight_decay < 0 or self.warmup_steps < 0:
