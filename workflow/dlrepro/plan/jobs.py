@@ -24,7 +24,7 @@ RMSD_PER_S = 2000.0  # RDKit GetBestRMS alignments per second per thread (assume
 LIGHT_RULES = {
     "download", "collapse_real_spec", "collapse_mix", "collapse_summary", "collapse_figure",
     "vae_mix", "vae_summary", "vae_figure", "vae_grid", "conformers_mix", "conformers_summary",
-    "conformers_figure", "conformers_drawing", "width_merge", "width_agreement", "width_ensembles",
+    "conformers_figure", "conformers_drawing", "conformers_baseline", "width_merge", "width_agreement", "width_ensembles",
     "width_figure", "init_compare", "init_analyse", "init_figure", "scaling_data_spec", "scaling_data_table",
     "scaling_figure", "scaling_fits", "report_summary", "report_claims", "linreg_check", "linreg_figure", "all",
     "curves_table", "curves_figure",

@@ -182,7 +182,7 @@ def vae_jobs(ctx: Context) -> Iterator[Job]:
 
     def train(job: Job, n_items: int) -> Job:
         B = tr["batch_size"]
-        steps = max(1, math.ceil(tr["epochs"] * (n_items // B)))
+        steps = tr.get("max_steps") or max(1, math.ceil(tr["epochs"] * (n_items // B)))
         job.unit, job.work = "images", float(steps * B)
         job.flops = job.work * shape.train_flops_per_image()
         job.seconds = ctx.seconds(job.flops)
@@ -245,7 +245,7 @@ def conformers_jobs(ctx: Context) -> Iterator[Job]:
 
     def train(job: Job, n_items: int) -> Job:
         B = tr["batch_size"]
-        steps = max(1, math.ceil(tr["epochs"] * (n_items // B)))
+        steps = tr.get("max_steps") or max(1, math.ceil(tr["epochs"] * (n_items // B)))
         job.unit, job.work = "conformers", float(steps * B)
         job.flops = job.work * shape.train_flops_per_molecule(N)
         job.seconds = ctx.seconds(job.flops)
@@ -305,6 +305,10 @@ def conformers_jobs(ctx: Context) -> Iterator[Job]:
                 yield evaluate(ctx.job("conformers", "conformers_evaluate", wc))
                 if g >= 2:
                     yield sample(ctx.job("conformers", "conformers_sample", wc))
+    for seed in cf["seeds"]:  # the RDKit ETKDGv3 row: embedding and the same metrics, on the CPU
+        j = evaluate(ctx.job("conformers", "conformers_baseline", _wc(seed=seed)))
+        j.flops, j.seconds, j.notes = 0.0, j.seconds, j.notes[-1:]
+        yield j
     for rule in ("conformers_summary", "conformers_figure", "conformers_drawing"):
         yield ctx.job("conformers", rule)
 
