@@ -66,3 +66,18 @@ def test_smoke_run_writes_curves_of_every_job(smoke_run):
         assert len(table.drop_duplicates(keys)) == n_jobs, stage
         assert table["train_loss"].notna().all() and (table["items_per_s"] > 0).all()
         assert (res / "figures" / f"{stage}_curves.png").exists()
+
+
+def test_keys_the_metrics_lack_come_from_the_job_folder(tmp_path):
+    """The conformer stage's train_metrics.json holds no policy, generation or seed: the
+    folder layout (seed<s>/gen0, seed<s>/<policy>/gen<g>) gives them."""
+    paths = []
+    for sub in ("seed3/gen0", "seed3/replace/gen2"):
+        d = tmp_path / sub
+        d.mkdir(parents=True)
+        m = metrics(None, None, [1.0])
+        del m["seed"], m["policy"], m["generation"]
+        (d / "train_metrics.json").write_text(json.dumps(m))
+        paths.append(d / "train_metrics.json")
+    table = curves.table(paths, curves._keys("policy,generation,seed"))
+    assert table[["policy", "generation", "seed"]].values.tolist() == [["real", 0, 3], ["replace", 2, 3]]

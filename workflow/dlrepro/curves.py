@@ -27,13 +27,33 @@ STEP_COLUMNS = ["step", "train_loss", "lr", "items_per_s", "val_loss"]
 REAL = "real"  # the policy name of generation 0, which every policy shares
 
 
-def job_rows(metrics: dict, keys: dict[str, str]) -> pd.DataFrame:
+def from_path(path: str | os.PathLike) -> dict:
+    """``seed``, ``policy`` and ``generation`` of a job folder laid out as the stages lay
+    them out: ``.../seed<s>/gen0/...`` (generation 0, policy ``real``) or
+    ``.../seed<s>/<policy>/gen<g>/...``."""
+    parts = Path(path).parts
+    out = {}
+    for i, part in enumerate(parts):
+        if part.startswith("seed") and part[4:].isdigit():
+            out["seed"] = int(part[4:])
+        if part.startswith("gen") and part[3:].isdigit():
+            out["generation"] = int(part[3:])
+            parent = parts[i - 1] if i else ""
+            out["policy"] = REAL if parent.startswith("seed") else parent
+    return out
+
+
+def job_rows(metrics: dict, keys: dict[str, str], path: str | os.PathLike | None = None) -> pd.DataFrame:
     """One job's history as rows with ``keys`` (column -> field of ``metrics``) in front.
 
-    Train rows and validation rows of the same step are merged into one row; the final
-    ``done`` marker of the history is dropped.
+    A key the metrics do not hold is read from the job's folder (:func:`from_path`). Train
+    rows and validation rows of the same step are merged into one row; the final ``done``
+    marker of the history is dropped.
     """
     ident = {col: metrics.get(field) for col, field in keys.items()}
+    if path is not None:
+        found = from_path(path)
+        ident = {col: found.get(col) if value is None else value for col, value in ident.items()}
     if "policy" in ident and ident["policy"] in (None, "", "none"):
         ident["policy"] = REAL
     train = [r for r in metrics.get("history", []) if "train_loss" in r]
@@ -52,7 +72,7 @@ def table(paths: list[str | os.PathLike], keys: dict[str, str]) -> pd.DataFrame:
     """The curves of every job in ``paths`` (``train_metrics.json`` files), sorted by key."""
     if not paths:
         raise ValueError("no train_metrics.json files given")
-    frames = [job_rows(read_json(p), keys) for p in paths]
+    frames = [job_rows(read_json(p), keys, p) for p in paths]
     out = pd.concat(frames, ignore_index=True)
     return out.sort_values([*keys, "step"], kind="stable").reset_index(drop=True)
 
@@ -78,7 +98,8 @@ def plot(curves: pd.DataFrame, out: str | os.PathLike, *, ylabel: str = "trainin
     fig, axes = style.subplots(len(panels), ncols=min(len(policies), 4))
     n_gen = int(rows["generation"].max())
     cmap = mpl.colormaps["viridis"]
-    for ax, (model, policy) in zip(axes, panels):
+    ncols = min(len(policies), 4)
+    for i, (ax, (model, policy)) in enumerate(zip(axes, panels)):
         sub = rows if model is None else rows[rows["model"] == model]
         sub = sub[sub["policy"].isin({policy, REAL})]
         for gen, g in sorted(sub.groupby("generation"), key=lambda kv: kv[0]):
@@ -87,7 +108,7 @@ def plot(curves: pd.DataFrame, out: str | os.PathLike, *, ylabel: str = "trainin
                     label=f"gen {gen}", linewidth=1.2)
         ax.set_title(policy if model is None else f"{model} · {policy}")
         ax.set_xlabel("step")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabel if i % ncols == 0 else "")  # once per row
     # one legend for all panels, outside them (every panel's generations are a prefix of it)
     widest = max(axes, key=lambda a: len(a.get_lines()))
     fig.legend(*widest.get_legend_handles_labels(), title="generation", loc="center left",

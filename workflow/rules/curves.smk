@@ -16,6 +16,12 @@ if stage_on("vae"):
         "policy,generation,seed",
         "training loss (negative ELBO, nats/image)",
     )
+if stage_on("conformers"):
+    CURVES["conformers"] = (
+        [e.replace("eval.json", "train_metrics.json") for e in cf_evals()],
+        "policy,generation,seed",
+        "training loss (denoising MSE)",
+    )
 
 
 rule curves_table:

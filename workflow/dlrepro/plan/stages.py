@@ -311,6 +311,7 @@ def conformers_jobs(ctx: Context) -> Iterator[Job]:
         yield j
     for rule in ("conformers_summary", "conformers_figure", "conformers_drawing"):
         yield ctx.job("conformers", rule)
+    yield from curves_jobs(ctx, "conformers")
 
 
 def _width_runs(train: dict, defaults: dict) -> int:
