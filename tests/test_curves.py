@@ -11,7 +11,7 @@ from dlrepro import curves
 
 
 def metrics(policy, generation, losses, val=None, seed=0, name="m"):
-    hist = [{"step": 10 * (i + 1), "train_loss": v, "lr": 1e-3, "items_per_s": 100.0 + i}
+    hist = [{"step": 10 * (i + 1), "train_loss": v, "lr": 1e-3 * (i + 1)}
             for i, v in enumerate(losses)]
     if val is not None:
         hist.append({"step": 10 * len(losses), "val_loss": val})
@@ -25,7 +25,7 @@ def test_job_rows_merge_validation_and_drop_the_done_marker():
     assert rows["policy"].tolist() == ["real", "real"]  # generation 0 is the shared 'real' run
     assert rows["step"].tolist() == [10, 20]
     assert rows["val_loss"].isna().tolist() == [True, False] and rows["val_loss"].iloc[1] == 2.5
-    assert rows["items_per_s"].tolist() == [100.0, 101.0]
+    assert rows["lr"].tolist() == [1e-3, 2e-3]
 
 
 def test_table_concatenates_jobs_sorted_by_key(tmp_path):
@@ -64,7 +64,7 @@ def test_smoke_run_writes_curves_of_every_job(smoke_run):
         table = pd.read_csv(res / stage / "curves.csv")
         keys = ["policy", "generation", "seed"] + (["model"] if stage == "collapse" else [])
         assert len(table.drop_duplicates(keys)) == n_jobs, stage
-        assert table["train_loss"].notna().all() and (table["items_per_s"] > 0).all()
+        assert table["train_loss"].notna().all() and (table["lr"] > 0).all()
         assert (res / "figures" / f"{stage}_curves.png").exists()
 
 

@@ -52,7 +52,8 @@ def test_more_generations_rerun_only_new_generations_and_aggregations(smoke_run,
     assert jobs.get("collapse_sample") == policies  # synthetic corpus 3 of each chain
     assert jobs.get("collapse_evaluate") == policies
     assert "collapse_train_gen0" not in jobs and "collapse_sample_gen1" not in jobs
-    assert {r for r in jobs if not r.startswith("collapse")} <= {"report_summary", "report_claims"}
+    assert {r for r in jobs if not r.startswith("collapse")} <= {"report_summary", "report_claims",
+                                                                 "curves_table", "curves_figure"}
 
 
 def test_new_policy_reruns_only_that_policy(smoke_run, tmp_path):
@@ -61,7 +62,8 @@ def test_new_policy_reruns_only_that_policy(smoke_run, tmp_path):
     generations = 2
     assert jobs.get("collapse_train") == generations
     assert "collapse_train_gen0" not in jobs and "collapse_sample_gen1" not in jobs
-    assert {r for r in jobs if not r.startswith("collapse")} <= {"report_summary", "report_claims"}
+    assert {r for r in jobs if not r.startswith("collapse")} <= {"report_summary", "report_claims",
+                                                                 "curves_table", "curves_figure"}
 
 
 def test_one_width_added_reruns_that_widths_jobs_fits_and_figures(smoke_run, tmp_path):
@@ -86,7 +88,7 @@ def test_generation0_hyperparameter_reruns_all_of_collapse_and_nothing_else(smok
     assert jobs.get("collapse_train") == 4  # 2 policies x 2 generations
     # the scaling stage's data-size sweep trains the same model with the same settings
     others = {r for r in jobs if not r.startswith("collapse")}
-    assert others <= {"report_summary", "report_claims", "scaling_data_train", "scaling_data_table", "scaling_fits",
+    assert others <= {"report_summary", "report_claims", "curves_table", "curves_figure", "scaling_data_train", "scaling_data_table", "scaling_fits",
                       "scaling_figure"}, others
     assert not any(r.startswith(("vae", "conformers", "linreg", "init", "prepare", "download")) for r in jobs)
 

@@ -7,10 +7,12 @@ table per stage, ``results/<stage>/curves.csv``; ``python -m dlrepro curves plot
 one panel per policy (and model), one line per generation.
 
 Columns of ``curves.csv``: the job's keys (``model`` where the stage has several,
-``policy``, ``generation``, ``seed``), then ``step``, ``train_loss``, ``lr``,
-``items_per_s`` (the job's throughput so far: tokens, images or conformers per second) and
-``val_loss`` (where the job validated; empty otherwise). Generation 0 trains on real data
-only and is listed once, as policy ``real``; the figure draws it in every policy's panel.
+``policy``, ``generation``, ``seed``), then ``step``, ``train_loss``, ``lr`` and
+``val_loss`` (where the job validated; empty otherwise). Throughput is a timing, so it is
+not in the tables (which are the same bytes on every run): it is in each job's log line
+and, with ``compute.logger``, in the tracker (``items_per_s``). Generation 0 trains on
+real data only and is listed once, as policy ``real``; the figure draws it in every
+policy's panel.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pandas as pd
 
 from dlrepro.io import read_json, write_csv
 
-STEP_COLUMNS = ["step", "train_loss", "lr", "items_per_s", "val_loss"]
+STEP_COLUMNS = ["step", "train_loss", "lr", "val_loss"]
 REAL = "real"  # the policy name of generation 0, which every policy shares
 
 

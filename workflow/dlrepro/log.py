@@ -6,6 +6,22 @@ import logging
 import sys
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not to the stream it was
+    when the handler was made (a test harness or a caller may replace and close it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def get_logger(stage: str, **context: object) -> logging.LoggerAdapter:
     """A logger whose lines read ``time [stage gen=3 seed=0] message``.
 
@@ -13,7 +29,7 @@ def get_logger(stage: str, **context: object) -> logging.LoggerAdapter:
     """
     root = logging.getLogger("dlrepro")
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)

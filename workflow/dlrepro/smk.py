@@ -22,7 +22,8 @@ def prepare_environment(package_dir: str | os.PathLike, config: dict) -> None:
       dlrepro`` in a job is this environment's Python unless a conda env is activated;
     * ``DLREPRO_DATA_MIRROR`` is set from ``data.mirror`` when that is given. The mirror is
       passed through the environment, not as a rule parameter: it only changes where
-      checksum-verified, identical bytes come from, so changing it must not rerun anything.
+      checksum-verified, identical bytes come from, so changing it must not rerun anything;
+    * ``DLREPRO_CHECKPOINT_MINUTES`` from ``compute.checkpoint_minutes``, for the same reason.
     """
     package_dir = str(Path(package_dir).resolve())
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -34,6 +35,9 @@ def prepare_environment(package_dir: str | os.PathLike, config: dict) -> None:
     mirror = resolve_mirror(config["data"].get("mirror"))
     if mirror is not None:
         os.environ[MIRROR_ENV] = str(mirror)
+    # the wall-time checkpoint interval reaches training jobs through the environment too: it
+    # changes no result, so it must not rerun anything (dlrepro.training.checkpoint_minutes)
+    os.environ["DLREPRO_CHECKPOINT_MINUTES"] = str(config["compute"]["checkpoint_minutes"])
 
 
 def missing_slurm_env() -> list[str]:

@@ -27,9 +27,6 @@ except ConfigError as exc:
 config.clear()
 config.update(_validated)
 prepare_environment(PKG_DIR, config)
-# the wall-time checkpoint interval reaches training jobs through the environment: it changes
-# no result, so it must not rerun anything (dlrepro.training.checkpoint_minutes)
-os.environ["DLREPRO_CHECKPOINT_MINUTES"] = str(config["compute"]["checkpoint_minutes"])
 _warm = WarmStart()  # started in onstart, on local runs
 
 
@@ -470,3 +467,13 @@ def summary_inputs():
         "scaling": f"{RESULTS}/scaling/fits.csv",
     }
     return {k: v for k, v in tables.items() if stage_on(k)}
+
+
+# ---- init stage helpers ------------------------------------------------------
+def init_ratio_label(ratio):
+    return f"{ratio:g}"
+
+
+def init_figure_args(wildcards):
+    """The init figure command's table arguments (INIT_FIGURE_INPUTS, in init.smk)."""
+    return " ".join(f"--{k} {v}" for k, v in INIT_FIGURE_INPUTS[wildcards.kind].items())

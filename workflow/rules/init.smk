@@ -6,10 +6,6 @@ if stage_on("init"):
     DATA_NEEDED.add(IC["dataset"])
 
 
-def init_ratio_label(ratio):
-    return f"{ratio:g}"
-
-
 INIT_TRAIN_JOBS = [
     f"{INIT}/training/{init}_r{init_ratio_label(r)}.csv"
     for r in IC["training"]["depth_ratios"]
@@ -151,10 +147,6 @@ INIT_FIGURE_INPUTS = {
     "ntk": {"csv": f"{INIT}/ntk.csv", "shapes": f"{INIT}/shapes.csv"},
     "training": {"csv": f"{INIT}/training.csv", "comparison": f"{INIT}/training_comparison.csv"},
 }
-
-
-def init_figure_args(wildcards):
-    return " ".join(f"--{k} {v}" for k, v in INIT_FIGURE_INPUTS[wildcards.kind].items())
 
 
 rule init_figure:

@@ -20,5 +20,5 @@ rule plan:
     conda:
         ENV
     shell:
-        "python -m dlrepro plan --config-json {params.config:q} --results {RESULTS} "
+        "python -m dlrepro plan --config-json {params.config:q} --results $(dirname {output:q}) "
         "--out {output:q} > {log:q} 2>&1"
