@@ -12,6 +12,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
+# the results folder `make docs` reads (a kept benchmark run: make docs RESULTS=/tmp/bench/default/results)
+RESULTS ?= results
 PYTEST_ARGS ?=
 
 .PHONY: setup run smoke test bench report docs clean
@@ -68,10 +70,10 @@ clean:
 # section (claims table, headline numbers, figures) between its marker comments.
 docs: $(STAMP)
 	mkdir -p docs/figures
-	cp results/figures/*.png docs/figures/
+	cp $(RESULTS)/figures/*.png docs/figures/
 	{ echo '# Rule graph of the default preset'; echo; echo '```mermaid'; \
 	  $(VENV)/bin/snakemake --rulegraph mermaid-js 2>/dev/null; echo '```'; } > docs/rulegraph.md
-	$(PY) -m dlrepro report readme --readme README.md --claims results/claims.csv --results results \
+	$(PY) -m dlrepro report readme --readme README.md --claims $(RESULTS)/claims.csv --results $(RESULTS) \
 	  --figures docs/figures --link-prefix docs/figures
 
 # Snakemake's self-contained HTML report of every figure (after a run).

@@ -14,6 +14,11 @@ The default preset takes about 20 minutes on 2 cores, so a full run of this benc
 takes half an hour; ``QUICK`` does only the dry runs of the small presets.
 
     .venv/bin/python -m benchmarks workflow_scale [--quick]
+
+Two environment variables narrow or keep a full run: ``WORKFLOW_SCALE_PRESETS``
+(comma-separated, default ``smoke,default``) chooses the presets run end to end, and
+``WORKFLOW_SCALE_KEEP=<folder>`` runs each in ``<folder>/<preset>`` and keeps it, so that
+the measured run's results can be read afterwards (``make docs RESULTS=<folder>/default/results``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks import check, data_mirror
@@ -37,14 +42,23 @@ PRESETS = {"smoke": ROOT / "workflow" / "presets" / "smoke.yaml", "default": Non
 TARGETS_S = {"dry:paper": 15.0, "run:smoke": 180.0, "run:default": 1200.0}
 
 
+def _presets_from_env() -> tuple[str, ...]:
+    names = tuple(p.strip() for p in os.environ.get("WORKFLOW_SCALE_PRESETS", "smoke,default").split(",") if p.strip())
+    unknown = [p for p in names if p not in PRESETS]
+    if unknown:
+        raise SystemExit(f"WORKFLOW_SCALE_PRESETS: unknown preset(s) {unknown}; known: {list(PRESETS)}")
+    return names
+
+
 @dataclass
 class Setup:
     dry_runs: tuple[str, ...] = ("smoke", "paper")
-    end_to_end: tuple[str, ...] = ("smoke", "default")
+    end_to_end: tuple[str, ...] = field(default_factory=_presets_from_env)
     repeats: int = 2  # of each dry run (the best is reported)
+    keep: str | None = field(default_factory=lambda: os.environ.get("WORKFLOW_SCALE_KEEP") or None)
 
 
-QUICK = Setup(dry_runs=("smoke",), end_to_end=(), repeats=1)
+QUICK = Setup(dry_runs=("smoke",), end_to_end=(), repeats=1, keep=None)
 
 
 def _snakemake() -> str:
@@ -95,19 +109,29 @@ def dry_run(preset: str, repeats: int) -> dict:
     return {"preset": preset, "jobs": jobs, "wall_s": min(walls), "walls_s": walls}
 
 
-def end_to_end(preset: str) -> dict:
-    work = Path(tempfile.mkdtemp(prefix=f"dlrepro-bench-{preset}-"))
+def end_to_end(preset: str, keep: str | None = None) -> dict:
+    if keep is not None:
+        work = Path(keep) / preset
+        if work.exists():
+            shutil.rmtree(work)  # from empty, as every measured run
+        work.mkdir(parents=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f"dlrepro-bench-{preset}-"))
     try:
         print(f"[workflow_scale] running the {preset} preset end to end in {work}", file=sys.stderr, flush=True)
+        t0 = os.times()
         wall, out = _timed(_cmd(preset, work))
-        return {"preset": preset, "jobs": count_jobs(out), "wall_s": wall, "cores": os.cpu_count()}
+        t1 = os.times()
+        cpu = (t1.children_user - t0.children_user) + (t1.children_system - t0.children_system)
+        return {"preset": preset, "jobs": count_jobs(out), "wall_s": wall, "cpu_s": cpu, "cores": os.cpu_count()}
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def benchmark(setup: Setup) -> dict:
     dry = [dry_run(p, setup.repeats) for p in setup.dry_runs]
-    runs = [end_to_end(p) for p in setup.end_to_end]
+    runs = [end_to_end(p, setup.keep) for p in setup.end_to_end]
     checks = []
     for d in dry:
         checks.append(check(f"snakemake -n, {d['preset']} preset ({d['jobs']:,} jobs)", d["wall_s"], "s",
@@ -116,4 +140,6 @@ def benchmark(setup: Setup) -> dict:
         checks.append(check(f"end to end, {r['preset']} preset ({r['jobs']} jobs, {r['cores']} cores)",
                             r["wall_s"], "s", target=TARGETS_S.get(f"run:{r['preset']}"),
                             higher_is_better=False))
+        checks.append(check(f"end to end, {r['preset']} preset: CPU time of all jobs", r["cpu_s"], "s",
+                            target=None, higher_is_better=False))
     return {"benchmark": NAME, "setup": asdict(setup), "dry_runs": dry, "end_to_end": runs, "checks": checks}

@@ -56,13 +56,41 @@ def test_plot_draws_every_policy_with_generation0(tmp_path):
         curves.plot(pd.DataFrame({"step": [1]}), tmp_path / "bad")
 
 
+def test_a_model_trained_on_real_data_only_gets_one_panel_and_its_own_label(tmp_path):
+    """The VAE stage's classifier: one panel (not one per policy), labelled with its loss."""
+    import matplotlib.pyplot as plt
+
+    keys = {"model": "job", "policy": "policy", "generation": "generation", "seed": "seed"}
+    jobs = [("vae", None, 0), ("vae", "replace", 1), ("vae", "accumulate", 1), ("classifier", None, 0)]
+    frames = [curves.job_rows({**metrics(p, g, [2.0, 1.5]), "job": j}, keys) for j, p, g in jobs]
+    seen = {}
+    from dlrepro import style
+
+    original = style.save_figure
+
+    def capture(fig, out):
+        seen["titles"] = [a.get_title() for a in fig.axes if a.get_visible() and a.get_title()]
+        seen["ylabels"] = [a.get_ylabel() for a in fig.axes if a.get_visible() and a.get_title()]
+        return original(fig, out)
+
+    style.save_figure = capture
+    try:
+        curves.plot(pd.concat(frames), tmp_path / "c", ylabel="ELBO", ylabels={"classifier": "cross-entropy"})
+    finally:
+        style.save_figure = original
+        plt.close("all")
+    assert seen["titles"] == ["vae · accumulate", "vae · replace", "classifier · real"]
+    assert seen["ylabels"] == ["ELBO", "", "cross-entropy"]
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_curves_of_every_job(smoke_run):
     res = smoke_run / "results"
     for stage, n_jobs in (("collapse", len(list((res / "collapse").rglob("train_metrics.json")))),
-                          ("vae", len(list((res / "vae").rglob("train_metrics.json"))))):
+                          # every VAE and the judge the VAE stage trains (classifier_metrics.json)
+                          ("vae", len(list((res / "vae").rglob("train_metrics.json"))) + 1)):
         table = pd.read_csv(res / stage / "curves.csv")
-        keys = ["policy", "generation", "seed"] + (["model"] if stage == "collapse" else [])
+        keys = ["model", "policy", "generation", "seed"]
         assert len(table.drop_duplicates(keys)) == n_jobs, stage
         assert table["train_loss"].notna().all() and (table["lr"] > 0).all()
         assert (res / "figures" / f"{stage}_curves.png").exists()

@@ -10,6 +10,7 @@ import pytest
 from benchmarks import use_bench_packages
 from dlrepro.training import TrainSettings, fit, run_name, tracker
 from tests.test_training import Regressor, batches
+from tests.test_width import mnist_dir  # noqa: F401 (a fixture)
 
 use_bench_packages()  # where `make test` installs the trackers (.venv/bench)
 
@@ -116,3 +117,35 @@ def test_wandb_offline(tmp_path, monkeypatch):
     assert logged == pytest.approx(losses, rel=1e-6)
     assert config["policy"] == "replace" and config["max_steps"] == 30
     assert runs[0].display_name == run_name("test", TAG) and "policy=replace" in runs[0].tags
+
+
+def test_init_gd_reports_its_evaluations(tmp_path):
+    """Init's full-batch GD has no Trainer: it drives the same Lightning logger directly."""
+    import pandas as pd
+
+    from dlrepro.init.training import TrainParams, run_training
+    from tests.test_init_training import _write_dataset
+
+    data = _write_dataset(tmp_path / "data")
+    params = TrainParams(width=8, depth_ratios=[0.5], n_train=60, n_val=20, n_test=30, steps=20, lrs=[2.0],
+                         eval_every=10, ntk_probe=0, seeds=[0], logger="csv", logger_dir=str(tmp_path / "tr"))
+    table = run_training(params, data)
+    run = tmp_path / "tr" / "csv" / run_name("init", {"init": "gaussian", "width": 8, "depth": 4, "seed": 0, "lr": "2"})
+    logged = pd.read_csv(run / "metrics.csv").dropna(subset=["train_loss"])
+    ours = table[(table["init"] == "gaussian") & (table["metric"] == "train_loss")]
+    assert dict(zip(logged["step"], logged["train_loss"])) == pytest.approx(dict(zip(ours["step"], ours["value"])))
+    assert logged["step"].tolist() == [0, 10, 20] and "test_accuracy" in logged
+    assert "init: gaussian" in (run / "hparams.yaml").read_text()
+    with pytest.raises(ValueError, match="logger must be one of"):
+        TrainParams(logger="neptune")
+
+
+def test_width_runs_report_to_the_tracker(tmp_path, mnist_dir):
+    """Every run of a width cell (seed x learning rate) is its own tracker run."""
+    from tests.test_width import _run_cell
+
+    _run_cell(tmp_path, "cell", "mlp", mnist_dir, "mup", width=8,
+              compute={"num_threads": 1, "logger": "csv", "logger_dir": str(tmp_path / "tr")})
+    found = sorted(p.parent.relative_to(tmp_path / "tr" / "csv") for p in (tmp_path / "tr").rglob("metrics.csv"))
+    assert found and all(str(p).startswith("width/model=mlp/param=mup/width=8/arm=online/seed=") for p in found)
+    assert len({str(p).split("/seed=")[1] for p in found}) == len(found)  # one per (seed, lr)

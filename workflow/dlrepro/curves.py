@@ -6,7 +6,8 @@ and one per validation). ``python -m dlrepro curves table`` turns those files in
 table per stage, ``results/<stage>/curves.csv``; ``python -m dlrepro curves plot`` draws it,
 one panel per policy (and model), one line per generation.
 
-Columns of ``curves.csv``: the job's keys (``model`` where the stage has several,
+Columns of ``curves.csv``: the job's keys (``model`` where the stage has several: the
+collapse models by name, the VAE stage's ``vae`` and its judge ``classifier``,
 ``policy``, ``generation``, ``seed``), then ``step``, ``train_loss``, ``lr`` and
 ``val_loss`` (where the job validated; empty otherwise). Throughput is a timing, so it is
 not in the tables (which are the same bytes on every run): it is in each job's log line
@@ -79,11 +80,13 @@ def table(paths: list[str | os.PathLike], keys: dict[str, str]) -> pd.DataFrame:
     return out.sort_values([*keys, "step"], kind="stable").reset_index(drop=True)
 
 
-def plot(curves: pd.DataFrame, out: str | os.PathLike, *, ylabel: str = "training loss") -> list[Path]:
+def plot(curves: pd.DataFrame, out: str | os.PathLike, *, ylabel: str = "training loss",
+         ylabels: dict[str, str] | None = None) -> list[Path]:
     """Training loss against step: one panel per policy (and model), one line per generation.
 
-    Generation 0 (policy ``real``) is drawn in every policy's panel. Returns the PNG and PDF
-    paths.
+    Generation 0 (policy ``real``) is drawn in every policy's panel; a model trained only
+    on real data (the VAE stage's classifier) gets one panel. ``ylabels`` gives a model
+    its own y label (its loss is another quantity). Returns the PNG and PDF paths.
     """
     from dlrepro import style  # selects the Agg backend before pyplot is used
     import matplotlib as mpl
@@ -94,13 +97,19 @@ def plot(curves: pd.DataFrame, out: str | os.PathLike, *, ylabel: str = "trainin
     if curves.empty:
         raise ValueError("curves table has no rows")
     rows = curves.dropna(subset=["train_loss"])
+    ylabels = ylabels or {}
     models = sorted(rows["model"].unique()) if "model" in rows.columns else [None]
-    policies = sorted(set(rows["policy"]) - {REAL}) or [REAL]
-    panels = [(m, p) for m in models for p in policies]
-    fig, axes = style.subplots(len(panels), ncols=min(len(policies), 4))
+    by_model = {}
+    for m in models:
+        of_model = rows if m is None else rows[rows["model"] == m]
+        by_model[m] = sorted(set(of_model["policy"]) - {REAL}) or [REAL]
+    # models trained on real data only (one panel each) after those with policies
+    panels = [(m, p) for m in sorted(models, key=lambda m: by_model[m] == [REAL]) for p in by_model[m]]
+    ncols = min(max(sum(1 for m, _ in panels if m == model) for model in models), 4)
+    fig, axes = style.subplots(len(panels), ncols=ncols)
     n_gen = int(rows["generation"].max())
     cmap = mpl.colormaps["viridis"]
-    ncols = min(len(policies), 4)
+    previous = None
     for i, (ax, (model, policy)) in enumerate(zip(axes, panels)):
         sub = rows if model is None else rows[rows["model"] == model]
         sub = sub[sub["policy"].isin({policy, REAL})]
@@ -110,7 +119,9 @@ def plot(curves: pd.DataFrame, out: str | os.PathLike, *, ylabel: str = "trainin
                     label=f"gen {gen}", linewidth=1.2)
         ax.set_title(policy if model is None else f"{model} · {policy}")
         ax.set_xlabel("step")
-        ax.set_ylabel(ylabel if i % ncols == 0 else "")  # once per row
+        label = ylabels.get(model, ylabel)
+        ax.set_ylabel(label if i % ncols == 0 or label != previous else "")  # once per row
+        previous = label
     # one legend for all panels, outside them (every panel's generations are a prefix of it)
     widest = max(axes, key=lambda a: len(a.get_lines()))
     fig.legend(*widest.get_legend_handles_labels(), title="generation", loc="center left",
@@ -141,10 +152,13 @@ def main(argv: list[str]) -> int:
     p = sub.add_parser("plot", help="draw curves.csv")
     p.add_argument("--csv", required=True)
     p.add_argument("--ylabel", default="training loss")
+    p.add_argument("--ylabel-for", action="append", default=[], metavar="MODEL=LABEL",
+                   help="the y label of one model's panels (repeatable)")
     p.add_argument("--out", required=True, help="output path without suffix (PNG and PDF)")
     args = parser.parse_args(argv)
     if args.cmd == "table":
         write_csv(args.out, table(args.metrics, _keys(args.keys)))
     else:
-        plot(pd.read_csv(args.csv), args.out, ylabel=args.ylabel)
+        ylabels = dict(item.partition("=")[::2] for item in args.ylabel_for)
+        plot(pd.read_csv(args.csv), args.out, ylabel=args.ylabel, ylabels=ylabels)
     return 0

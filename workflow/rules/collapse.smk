@@ -22,6 +22,9 @@ wildcard_constraints:
 
 rule collapse_real_spec:
     """Generation 0's data: every document of the real training split."""
+    message:
+        "collapse · {wildcards.model} · seed {wildcards.seed} · generation 0: the real training data"
+    priority: 2  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         manifest=f"{COL_DATA}/manifest.json",
         code=code("collapse.cli"),
@@ -41,6 +44,9 @@ rule collapse_real_spec:
 
 rule collapse_mix:
     """Generation g's data: the policy applied to the real data and synthetic corpora 1..g."""
+    message:
+        "collapse · {wildcards.model} · seed {wildcards.seed} · {wildcards.policy} · generation {wildcards.gen}: mix the data"
+    priority: 2  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         manifest=f"{COL_DATA}/manifest.json",
         synthetic=lambda wc: [f"{d}/manifest.json" for d in col_synthetic_dirs(wc)],
@@ -71,6 +77,9 @@ COLLAPSE_TRAIN_SHELL = (
 
 rule collapse_train_gen0:
     """Pretrain generation 0 on the real training split (Lightning; resumable)."""
+    message:
+        "collapse · {wildcards.model} · seed {wildcards.seed} · generation 0: train on real data"
+    priority: 2  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         spec=rules.collapse_real_spec.output.spec,
         val=f"{COL_DATA}/val.npy",
@@ -94,6 +103,9 @@ rule collapse_train_gen0:
 
 rule collapse_train:
     """Retrain generation g from scratch on its mix, same hyper-parameters as generation 0."""
+    message:
+        "collapse · {wildcards.model} · seed {wildcards.seed} · {wildcards.policy} · generation {wildcards.gen}: train"
+    priority: 2  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         spec=rules.collapse_mix.output.spec,
         val=f"{COL_DATA}/val.npy",
@@ -124,6 +136,9 @@ COLLAPSE_SAMPLE_SHELL = (
 
 rule collapse_sample_gen1:
     """The first synthetic corpus, sampled from generation 0 (shared by all policies)."""
+    message:
+        "collapse · {wildcards.model} · seed {wildcards.seed} · generation 1: sample from generation 0"
+    priority: 2  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         model=f"{COL}/{{model}}/seed{{seed}}/gen0/model.pt",
         manifest=f"{COL_DATA}/manifest.json",
@@ -146,6 +161,9 @@ rule collapse_sample_gen1:
 
 rule collapse_sample:
     """Synthetic corpus g (g >= 2), sampled from this policy's generation g - 1."""
+    message:
+        "collapse · {wildcards.model} · seed {wildcards.seed} · {wildcards.policy} · generation {wildcards.gen}: sample from the previous generation"
+    priority: 2  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         model=lambda wc: col_model(wc.model, wc.seed, wc.policy, int(wc.gen) - 1),
         manifest=f"{COL_DATA}/manifest.json",
@@ -168,6 +186,8 @@ rule collapse_sample:
 
 rule collapse_evaluate:
     """Cross-entropy of one model on the real test split (nats/token and nats/char)."""
+    message:
+        "collapse · {wildcards.path}: evaluate on the real test split"
     input:
         model=f"{{path}}/model.pt",
         tokens=f"{COL_DATA}/test.npy",
@@ -193,6 +213,8 @@ rule collapse_evaluate:
 
 rule collapse_summary:
     """One row per (dataset, model, policy, generation, seed): results/collapse/summary.csv."""
+    message:
+        "collapse · summary table"
     input:
         evals=[m.replace("model.pt", "eval.json") for m in col_all_models()],
         specs=[m.replace("model.pt", "data.json") for m in col_all_models()],
@@ -212,6 +234,8 @@ rule collapse_summary:
 
 rule collapse_figure:
     """Test loss vs generation, one line per policy, seeds as a band, one panel per model."""
+    message:
+        "collapse · figure"
     input:
         csv=rules.collapse_summary.output,
         code=code("collapse.cli"),

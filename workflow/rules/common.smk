@@ -389,7 +389,8 @@ def width_cells():
 
 
 def width_train_params(model):
-    return as_json({**WC[model]["train"], "compute": {"num_threads": compute_params()["num_threads"]}})
+    c = compute_params()
+    return as_json({**WC[model]["train"], "compute": {k: c[k] for k in ("num_threads", "logger", "logger_dir")}})
 
 
 # ---- init stage helpers ----------------------------------------------------
@@ -398,7 +399,8 @@ INIT = f"{RESULTS}/init"
 INIT_DATA = f"{DATA}/{IC['dataset']}"
 def init_params(section):
     device = "cuda" if config["compute"]["accelerator"] == "gpu" else "cpu"
-    extra = {"seed": config["seed"]} if section != "training" else {}
+    c = compute_params()
+    extra = {"seed": config["seed"]} if section != "training" else {k: c[k] for k in ("logger", "logger_dir")}
     return as_json({**IC[section], **extra, "device": device})
 
 

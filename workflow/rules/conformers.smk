@@ -17,6 +17,8 @@ if stage_on("conformers") and CF["source"] == "moses":
 
 rule conformers_prepare:
     """Real conformer sets: ETKDGv3 + MMFF94 conformers of MOSES molecules, split by molecule."""
+    message:
+        "conformers · prepare molecules and reference conformers"
     input:
         smiles=f"{RAW}/moses/test.csv",
         code=code("conformers.cli"),
@@ -39,6 +41,8 @@ rule conformers_prepare:
 
 rule conformers_load_geom:
     """Real conformer sets from GEOM-Drugs (the `paper` preset; conformers.geom.rdkit_folder)."""
+    message:
+        "conformers · load GEOM"
     input:
         code=code("conformers.cli"),
     output:
@@ -64,6 +68,9 @@ CF_REAL = CONF_DATA if CF["source"] == "moses" else f"{CONF_DATA}-geom"
 
 rule conformers_train_gen0:
     """Generation 0: the diffusion model trained on real conformers (Lightning; resumable)."""
+    message:
+        "conformers · seed {wildcards.seed} · generation 0: train on real conformers"
+    priority: 3  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         train=f"{CF_REAL}/train/manifest.json",
         code=code("conformers.cli"),
@@ -88,6 +95,9 @@ rule conformers_train_gen0:
 
 rule conformers_mix:
     """Generation g's training conformers: the policy applied to real + synthetic 1..g."""
+    message:
+        "conformers · seed {wildcards.seed} · {wildcards.policy} · generation {wildcards.gen}: mix the data"
+    priority: 3  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         real=f"{CF_REAL}/manifest.json",
         synthetic=lambda wc: [f"{d}/manifest.json" for d in cf_synthetic_dirs(wc)],
@@ -110,6 +120,9 @@ rule conformers_mix:
 
 rule conformers_train:
     """Generation g retrained from scratch on its mix (same hyper-parameters, same epochs)."""
+    message:
+        "conformers · seed {wildcards.seed} · {wildcards.policy} · generation {wildcards.gen}: train"
+    priority: 3  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         mix=rules.conformers_mix.output,
         code=code("conformers.cli"),
@@ -141,6 +154,9 @@ CONFORMERS_SAMPLE_SHELL = (
 
 rule conformers_sample_gen1:
     """Synthetic set 1: for every training molecule as many conformers as it has real ones."""
+    message:
+        "conformers · seed {wildcards.seed} · generation 1: sample from generation 0"
+    priority: 3  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         model=f"{CONF}/seed{{seed}}/gen0/model.pt",
         real=f"{CF_REAL}/manifest.json",
@@ -163,6 +179,9 @@ rule conformers_sample_gen1:
 
 rule conformers_sample:
     """Synthetic set g (g >= 2), sampled from this policy's generation g - 1."""
+    message:
+        "conformers · seed {wildcards.seed} · {wildcards.policy} · generation {wildcards.gen}: sample from the previous generation"
+    priority: 3  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         model=lambda wc: cf_model(wc.seed, wc.policy, int(wc.gen) - 1),
         real=f"{CF_REAL}/manifest.json",
@@ -185,6 +204,8 @@ rule conformers_sample:
 
 rule conformers_evaluate:
     """Denoising test loss at fixed noise levels and seeds; COV-R / MAT-R on held-out molecules."""
+    message:
+        "conformers · seed {wildcards.seed} · {wildcards.run}: evaluate (COV / MAT, validity)"
     input:
         model=f"{CONF}/seed{{seed}}/{{run}}/model.pt",
         real=f"{CF_REAL}/manifest.json",
@@ -211,6 +232,8 @@ rule conformers_evaluate:
 
 rule conformers_baseline:
     """The RDKit row: ETKDGv3 conformers (no MMFF) of the same test molecules, same metrics."""
+    message:
+        "conformers · seed {wildcards.seed}: RDKit ETKDGv3 baseline"
     input:
         real=f"{CF_REAL}/manifest.json",
         code=code("conformers.cli"),
@@ -231,6 +254,8 @@ rule conformers_baseline:
 
 rule conformers_summary:
     """results/conformers/summary.csv: one row per (policy, generation, seed), plus RDKit's."""
+    message:
+        "conformers · summary table"
     input:
         evals=cf_evals() + [f"{CONF}/seed{s}/rdkit-etkdg/eval.json" for s in CF["seeds"]],
         code=code("conformers.cli"),
@@ -248,6 +273,8 @@ rule conformers_summary:
 
 rule conformers_figure:
     """Test loss, COV-R, MAT-R, MAT-P and bond validity vs generation, one line per policy."""
+    message:
+        "conformers · figure"
     input:
         csv=rules.conformers_summary.output,
         code=code("conformers.cli"),
@@ -275,6 +302,8 @@ rule conformers_figure:
 
 rule conformers_drawing:
     """A few generated conformers per generation and policy, aligned to the real one beside them."""
+    message:
+        "conformers · drawing of sampled molecules"
     input:
         real=f"{CF_REAL}/train/manifest.json",
         sets=[f"{d}/manifest.json" for d in cf_sample_sets()],

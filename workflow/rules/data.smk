@@ -4,6 +4,8 @@
 
 rule download:
     """Obtain one upstream file from the mirror or the network, verified by checksum."""
+    message:
+        "data · download {wildcards.dataset}/{wildcards.filename}"
     output:
         f"{RAW}/{{dataset}}/{{filename}}",
     log:
@@ -27,6 +29,8 @@ rule download:
 
 rule prepare_text:
     """Split documents, train the byte-level BPE on train, write token arrays + manifest."""
+    message:
+        "data · prepare the text corpus {wildcards.dataset}"
     input:
         raw=lambda wc: raw_files(wc.dataset),
         code=code("data.cli"),
@@ -51,6 +55,8 @@ rule prepare_text:
 
 rule prepare_images:
     """Decode IDX / CIFAR binaries into float32 [0, 1] arrays with fixed splits + manifest."""
+    message:
+        "data · prepare the image set {wildcards.dataset}"
     input:
         raw=lambda wc: raw_files(wc.dataset),
         code=code("data.cli"),

@@ -15,6 +15,8 @@ INIT_TRAIN_JOBS = [
 
 rule init_fluctuations:
     """Per-layer mean kernel and normalised fluctuation over many initialisations (+ per-draw kernels)."""
+    message:
+        "init · fluctuations vs depth"
     input:
         code=code("init.cli"),
     output:
@@ -36,6 +38,8 @@ rule init_fluctuations:
 
 rule init_ntk:
     """Empirical NTK (torch.func) mean and normalised variance vs depth (+ per-draw NTK)."""
+    message:
+        "init · empirical NTK vs depth"
     input:
         code=code("init.cli"),
     output:
@@ -56,6 +60,8 @@ rule init_ntk:
 
 rule init_width_sweep:
     """Gaussian depth slope of the normalised fluctuation at several widths (direct sampler)."""
+    message:
+        "init · Gaussian slope vs width"
     input:
         code=code("init.cli"),
     output:
@@ -75,6 +81,8 @@ rule init_width_sweep:
 
 rule init_train:
     """Full-batch gradient descent (MSE) for one init and depth/width ratio: lr grid, then seeds."""
+    message:
+        "init · full-batch GD · {wildcards.init} · depth/width {wildcards.ratio}"
     input:
         manifest=f"{INIT_DATA}/manifest.json",
         code=code("init.cli"),
@@ -98,6 +106,8 @@ rule init_train:
 
 rule init_compare:
     """Merge the training runs; orthogonal-minus-Gaussian differences with intervals over seeds."""
+    message:
+        "init · compare inits over seeds"
     input:
         runs=INIT_TRAIN_JOBS,
         code=code("init.cli"),
@@ -119,6 +129,8 @@ rule init_compare:
 
 rule init_analyse:
     """Depth slopes and curve shapes (peak, decay, saturation) with intervals over draws."""
+    message:
+        "init · slopes and curve shapes"
     input:
         fluct=rules.init_fluctuations.output.table,
         fluct_draws=rules.init_fluctuations.output.draws,
@@ -151,6 +163,8 @@ INIT_FIGURE_INPUTS = {
 
 rule init_figure:
     """One figure per analysis: fluctuations (+ width sweep), ntk, training."""
+    message:
+        "init · figure {wildcards.kind}"
     input:
         tables=lambda wc: list(INIT_FIGURE_INPUTS[wc.kind].values()),
         code=code("init.cli"),

@@ -3,6 +3,8 @@
 
 rule linreg_simulate:
     """Simulate the (d, T, sigma) grid for both policies; tidy summary with theory columns."""
+    message:
+        "linreg · simulate"
     input:
         code=code("linreg"),
     output:
@@ -21,6 +23,8 @@ rule linreg_simulate:
 
 rule linreg_check:
     """Largest |simulation - theory| in standard errors, and the bound checks."""
+    message:
+        "linreg · check against the closed forms"
     input:
         csv=rules.linreg_simulate.output,
         code=code("linreg"),
@@ -38,6 +42,8 @@ rule linreg_check:
 
 rule linreg_figure:
     """Test error vs iteration: simulation (error bars) and closed form (lines)."""
+    message:
+        "linreg · figure"
     input:
         csv=rules.linreg_simulate.output,
         code=code("linreg"),

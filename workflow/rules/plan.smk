@@ -6,6 +6,8 @@
 
 rule plan:
     """results/plan.csv: per stage and job kind, jobs, work, FLOPs, time, memory, disk."""
+    message:
+        "plan · cost table"
     input:
         code=code("plan.cli"),
     output:

@@ -7,6 +7,8 @@
 
 rule report_claims:
     """results/claims.csv: every claim of the enabled stages, with its interval and verdict."""
+    message:
+        "report · claims"
     input:
         tables=lambda wc: [t for ts in claims_inputs().values() for t in ts],
         code=claims_code(),
@@ -30,6 +32,8 @@ rule report_claims:
 
 rule report_summary:
     """results/summary.md: the claims, then each stage's headline numbers beside its config."""
+    message:
+        "report · summary"
     input:
         **summary_inputs(),
         claims=f"{RESULTS}/claims.csv",

@@ -8,6 +8,8 @@
 
 rule scaling_data_spec:
     """A seeded subset (fraction f) of the real training documents."""
+    message:
+        "scaling · {wildcards.model} · fraction {wildcards.frac} · seed {wildcards.seed}: data"
     input:
         manifest=f"{COL_DATA}/manifest.json",
         code=code("collapse.cli"),
@@ -27,6 +29,8 @@ rule scaling_data_spec:
 
 rule scaling_data_train:
     """One epoch over the subset, with generation 0's model and optimiser settings."""
+    message:
+        "scaling · {wildcards.model} · fraction {wildcards.frac} · seed {wildcards.seed}: train"
     input:
         spec=rules.scaling_data_spec.output.spec,
         val=f"{COL_DATA}/val.npy",
@@ -50,6 +54,8 @@ rule scaling_data_train:
 
 rule scaling_data_table:
     """results/scaling/data_sweep.csv: test loss vs training tokens, per seed."""
+    message:
+        "scaling · data-sweep table"
     input:
         evals=[f"{r}/eval.json" for r in sc_runs()],
         specs=[f"{r}/data.json" for r in sc_runs()],
@@ -69,6 +75,8 @@ rule scaling_data_table:
 
 rule scaling_fits:
     """Fits with bootstrap CIs, regimes and warnings; predictions with CI bands."""
+    message:
+        "scaling · fits with bootstrap intervals"
     input:
         data=rules.scaling_data_table.output,
         width=[f"{RESULTS}/width/curves.csv"] if stage_on("width") else [],
@@ -92,6 +100,8 @@ rule scaling_fits:
 
 rule scaling_figure:
     """Log-log data, fitted law and CI band per sweep, the law in the legend."""
+    message:
+        "scaling · figure"
     input:
         json=rules.scaling_fits.output.json,
         predictions=rules.scaling_fits.output.predictions,

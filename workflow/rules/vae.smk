@@ -12,6 +12,8 @@ if stage_on("vae"):
 
 rule vae_classifier:
     """The sample-quality judge: a small CNN trained once on the real training images."""
+    message:
+        "vae · train the classifier (the judge)"
     input:
         manifest=f"{VAE_DATA}/manifest.json",
         code=code("vae.cli"),
@@ -36,6 +38,9 @@ rule vae_classifier:
 
 rule vae_train_gen0:
     """Generation 0 on the real training images (shared by all policies)."""
+    message:
+        "vae · seed {wildcards.seed} · generation 0: train on real images"
+    priority: 1  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         manifest=f"{VAE_DATA}/manifest.json",
         code=code("vae.cli"),
@@ -61,6 +66,9 @@ rule vae_train_gen0:
 
 rule vae_mix:
     """Generation g's training images: the policy over real + the samples of generations 0..g-1."""
+    message:
+        "vae · seed {wildcards.seed} · {wildcards.policy} · generation {wildcards.gen}: mix the data"
+    priority: 1  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         manifest=f"{VAE_DATA}/manifest.json",
         pools=lambda wc: [f"{d}/manifest.json" for d in vae_pools(wc)],
@@ -84,6 +92,9 @@ rule vae_mix:
 
 rule vae_train:
     """Generation g retrained from scratch on its mix (same settings, same epochs)."""
+    message:
+        "vae · seed {wildcards.seed} · {wildcards.policy} · generation {wildcards.gen}: train"
+    priority: 1  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         spec=rules.vae_mix.output.spec,
         code=code("vae.cli"),
@@ -109,6 +120,9 @@ rule vae_train:
 
 rule vae_sample:
     """As many images as the real training set, decoded from prior draws of one model."""
+    message:
+        "vae · {wildcards.run}: sample"
+    priority: 1  # a generation chain: the critical path starts first (profiles: greedy)
     input:
         model=f"{{run}}/model.pt",
         manifest=f"{VAE_DATA}/manifest.json",
@@ -136,6 +150,8 @@ rule vae_sample:
 
 rule vae_evaluate:
     """Test negative ELBO (fixed noise) and sample quality judged by the classifier."""
+    message:
+        "vae · {wildcards.run}: evaluate"
     input:
         model=f"{{run}}/model.pt",
         samples=f"{{run}}/samples/manifest.json",
@@ -163,6 +179,8 @@ rule vae_evaluate:
 
 rule vae_summary:
     """results/vae/summary.csv: one row per (policy, generation, seed)."""
+    message:
+        "vae · summary table"
     input:
         evals=[f"{r}/eval.json" for r in vae_runs()],
         code=code("vae.cli"),
@@ -180,6 +198,8 @@ rule vae_summary:
 
 rule vae_figure:
     """Test negative ELBO, KID and class coverage vs generation, one line per policy."""
+    message:
+        "vae · figure"
     input:
         csv=rules.vae_summary.output,
         code=code("vae.cli"),
@@ -206,6 +226,8 @@ rule vae_figure:
 
 rule vae_grid:
     """A grid of samples: one row per policy, one column per generation."""
+    message:
+        "vae · sample grid"
     input:
         sets=[f"{d}/manifest.json" for d in vae_grid_sets()],
         code=code("vae.cli"),

@@ -19,6 +19,8 @@ CELL_FILES = ["curves.csv", "lr_sweep.csv", "probe_logits.npy", "probe_labels.np
 
 rule width_run:
     """All seeds x learning rates of one (model, arm, parametrization, width) cell."""
+    message:
+        "width · {wildcards.model} · {wildcards.arm} · {wildcards.param} · width {wildcards.width}: train every seed x learning rate"
     input:
         manifest=lambda wc: f"{WIDTH_DATA[wc.model]}/manifest.json",
         code=code("width.cli"),
@@ -48,6 +50,8 @@ rule width_run:
 
 rule width_coord_check:
     """Activation scale of every layer after a few steps, vs width, per parametrization."""
+    message:
+        "width · coordinate check"
     input:
         data=[f"{WIDTH_DATA[m]}/manifest.json" for m in WIDTH_MODELS if WC.get(m)],
         code=code("width.cli"),
@@ -74,6 +78,8 @@ rule width_coord_check:
 
 rule width_merge:
     """curves.csv, lr_sweep.csv and the optimal learning rate per width (lr_optimum.csv)."""
+    message:
+        "width · merge cells"
     input:
         cells=[f"{c}/meta.json" for c in width_cells()],
         code=code("width.cli"),
@@ -96,6 +102,8 @@ rule width_merge:
 
 rule width_agreement:
     """Per-example agreement with the widest network; output variance over seeds vs width."""
+    message:
+        "width · agreement across widths"
     input:
         cells=[f"{c}/meta.json" for c in width_cells()],
         code=code("width.cli"),
@@ -117,6 +125,8 @@ rule width_agreement:
 
 rule width_ensembles:
     """Loss of k-network ensembles per width (the bias of narrower width)."""
+    message:
+        "width · ensembles"
     input:
         cells=[f"{c}/meta.json" for c in width_cells()],
         code=code("width.cli"),
@@ -136,6 +146,8 @@ rule width_ensembles:
 
 rule width_figure:
     """One figure per analysis, from its table."""
+    message:
+        "width · figure {wildcards.kind}"
     input:
         csv=f"{WIDTH}/{{kind}}.csv",
         code=code("width.cli"),
@@ -165,6 +177,8 @@ rule width_figure:
 
 rule width_coord_check_figure:
     """The coordinate check of each further model (width_coord_check.png shows the first)."""
+    message:
+        "width · coordinate-check figure {wildcards.model}"
     input:
         csv=f"{WIDTH}/coord_check.csv",
         code=code("width.cli"),

@@ -82,6 +82,8 @@ class TrainParams:
     data_seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
+    logger: str = "none"  # compute.logger: an experiment tracker (dlrepro.training.tracker)
+    logger_dir: str = "results/trackers"
 
     def __post_init__(self):
         for name in self.inits:
@@ -106,6 +108,11 @@ class TrainParams:
                 raise ValueError(f"{key} must be non-negative, got {getattr(self, key)!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.logger != "none":  # the trackers module imports Lightning: only when one is asked for
+            from dlrepro.training import TRACKERS
+
+            if self.logger not in TRACKERS:
+                raise ValueError(f"logger must be one of {list(TRACKERS)}, got {self.logger!r}")
 
     def depths(self) -> list[int]:
         return [max(1, round(ratio * self.width)) for ratio in self.depth_ratios]
@@ -188,6 +195,7 @@ def train_run(splits: dict, init: str, depth: int, params: TrainParams, seed: in
         probe = {name: p.detach() for name, p in model.named_parameters()}
         return empirical_ntk(model, probe, xtr[: params.ntk_probe], lr_scales=scales)
 
+    run = _Tracker(params, {"init": init, "width": params.width, "depth": depth, "seed": seed, "lr": f"{lr:g}"})
     theta_0 = probe_ntk() if params.ntk_probe else None
     eval_steps = set(range(0, params.steps + 1, params.eval_every)) | {params.steps}
     ntk_steps = set(range(0, params.steps + 1, params.ntk_every)) | {params.steps}
@@ -198,6 +206,7 @@ def train_run(splits: dict, init: str, depth: int, params: TrainParams, seed: in
         if not (math.isfinite(loss.item()) and loss.item() <= params.divergence_loss):
             log.warning("lr %g: diverged at step %d (train loss %s)", lr, step, loss.item())
             rows.append((step, "diverged", 1.0))
+            run.close("failed")
             return rows, True
         if step in eval_steps:
             metrics = {"train_loss": loss.item(), "train_accuracy": (out.argmax(1) == ytr).double().mean().item()}
@@ -210,6 +219,7 @@ def train_run(splits: dict, init: str, depth: int, params: TrainParams, seed: in
             if theta_0 is not None and step in ntk_steps:
                 metrics["ntk_change"] = relative_ntk_change(theta_0, probe_ntk())
             rows.extend((step, name, value) for name, value in metrics.items())
+            run.log(metrics, step)
             log.info(
                 "lr %g step %d/%d train loss %.4f acc %.3f val loss %.4f test acc %.3f",
                 lr, step, params.steps, metrics["train_loss"], metrics["train_accuracy"], metrics["val_loss"],
@@ -221,7 +231,39 @@ def train_run(splits: dict, init: str, depth: int, params: TrainParams, seed: in
         loss.backward()
         optimizer.step()
     rows.append((params.steps, "diverged", 0.0))
+    run.close("success")
     return rows, False
+
+
+class _Tracker:
+    """A run's metrics to ``params.logger`` (the same Lightning loggers the Trainer jobs
+    use, driven directly: this loop has no Trainer), or nothing for ``none``."""
+
+    def __init__(self, params: TrainParams, tag: dict) -> None:
+        from dataclasses import asdict
+
+        self.kind = params.logger
+        if self.kind == "none":
+            self.logger = None
+            return
+        from dlrepro.training import TrainSettings, tracker
+
+        self.logger = tracker(TrainSettings(logger=params.logger, logger_dir=params.logger_dir), "init", tag)
+        if self.logger is not None:
+            hparams = {k: v for k, v in asdict(params).items() if k not in ("logger", "logger_dir")}
+            self.logger.log_hyperparams({"stage": "init", **tag, **hparams})
+
+    def log(self, metrics: dict, step: int) -> None:
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=step)
+
+    def close(self, status: str) -> None:
+        if self.logger is not None:
+            self.logger.finalize(status)
+            if self.kind == "wandb":
+                import wandb
+
+                wandb.finish()
 
 
 def load_splits(params: TrainParams, data_dir: str | Path) -> tuple[dict, int]:

@@ -277,6 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         **params.optim_kwargs(),
     )
     meta = {
+        "job": "vae",
         "generation": args.generation,
         "policy": args.policy,
         "seed": args.seed,
@@ -320,7 +321,8 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         return {"test_accuracy": accuracy, "n_test": len(test_images)}
 
     tag = {"seed": params.seed}
-    meta = {"n_train": len(data)}
+    # the judge trains once, on real data: generation 0 of the curves table, its own panel
+    meta = {"job": "classifier", "generation": 0, "policy": None, "seed": params.seed, "n_train": len(data)}
     _fit_and_save(module, data, settings, params, args, "vae-classifier", tag, meta, test_accuracy)
     return 0
 
