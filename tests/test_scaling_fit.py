@@ -672,7 +672,7 @@ def test_tied_exponents_recover_a_tied_law_with_both_solvers_and_bootstrap():
         for name, value in truth.items():
             assert exact.params[name] == pytest.approx(value, rel=1e-4), (loss, name)
         for solver in ("batched", "lbfgs"):
-            opts = FitOptions(n_resamples=40, tied_exponents=True, loss=loss, solver=solver, n_starts=8)
+            opts = FitOptions(n_resamples=24, tied_exponents=True, loss=loss, solver=solver, n_starts=8)
             fits[loss, solver] = fit = fit_law(X, y_noisy, options=opts)
             assert fit.converged and fit.params["alpha"] == fit.params["beta"]
             assert np.array_equal(fit.draws[:, 2], fit.draws[:, 4])  # every resample is tied too
