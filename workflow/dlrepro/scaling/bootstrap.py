@@ -26,11 +26,12 @@ MIN_DISTINCT = 3  # distinct values of each variable below which we refuse to fi
 MAX_REDRAWS = 1000  # redraws of degenerate resamples before giving up
 
 
-def is_fittable(X: np.ndarray) -> bool:
-    """Whether a subset of validated points still has enough distinct x to fit."""
+def is_fittable(X: np.ndarray, n_params: int | None = None) -> bool:
+    """Whether a subset of validated points still has enough distinct x to fit a law of
+    ``n_params`` parameters (default ``1 + 2k``)."""
     if any(len(np.unique(X[:, j])) < MIN_DISTINCT for j in range(X.shape[1])):
         return False
-    return len(np.unique(X, axis=0)) >= 1 + 2 * X.shape[1]
+    return len(np.unique(X, axis=0)) >= (1 + 2 * X.shape[1] if n_params is None else n_params)
 
 
 def _units(n: int, seeds) -> tuple[str, np.ndarray, int | None]:
@@ -44,7 +45,8 @@ def _units(n: int, seeds) -> tuple[str, np.ndarray, int | None]:
     return "row", np.arange(n), n_clusters
 
 
-def draw_resamples(X: np.ndarray, labels: np.ndarray, n_resamples: int, seed: int, unit: str):
+def draw_resamples(X: np.ndarray, labels: np.ndarray, n_resamples: int, seed: int, unit: str,
+                   n_params: int | None = None):  # fmt: skip
     """Unit counts of each resample (R, n_units), redrawing resamples that cannot be fitted.
 
     Returns ``(counts, n_redrawn)``.
@@ -56,7 +58,7 @@ def draw_resamples(X: np.ndarray, labels: np.ndarray, n_resamples: int, seed: in
     for b in range(n_resamples):
         for _ in range(MAX_REDRAWS):
             c = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units)
-            if is_fittable(X[c[labels] > 0]):
+            if is_fittable(X[c[labels] > 0], n_params):
                 break
             n_redrawn += 1
         else:
@@ -68,15 +70,16 @@ def draw_resamples(X: np.ndarray, labels: np.ndarray, n_resamples: int, seed: in
 def bootstrap(problem: Problem, X: np.ndarray, theta_hat: np.ndarray, seeds, options, log) -> tuple[np.ndarray, dict]:
     """Refit ``options.n_resamples`` resamples of runs (clustered by seed when given).
 
-    Returns the normalised estimates (R, p) and a summary for the output. Identical
-    resamples (few seeds give few distinct multisets) are fitted once.
+    ``theta_hat`` and the estimates returned are free vectors (:meth:`Problem.expand` gives
+    the full ones). Returns the normalised estimates (R, n_free) and a summary for the output.
+    Identical resamples (few seeds give few distinct multisets) are fitted once.
     """
     unit, labels, n_clusters = _units(len(X), seeds)
     info = {"n_resamples": options.n_resamples, "seed": options.seed, "unit": unit, "n_clusters": n_clusters,
             "n_redrawn": 0, "n_not_converged": 0, "n_distinct_resamples": 0, "solver": options.solver}  # fmt: skip
     if options.n_resamples == 0:
         return np.empty((0, len(theta_hat))), info
-    counts, info["n_redrawn"] = draw_resamples(X, labels, options.n_resamples, options.seed, unit)
+    counts, info["n_redrawn"] = draw_resamples(X, labels, options.n_resamples, options.seed, unit, problem.n_free)
     distinct, inverse = np.unique(counts, axis=0, return_inverse=True)
     inverse = inverse.ravel()
     W = distinct[:, labels].astype(float)  # (U, n) row weights of each distinct resample
@@ -128,12 +131,12 @@ def leave_one_out(problem: Problem, X: np.ndarray, theta_hat: np.ndarray, option
 
     ``rmse_log``: RMS over held-out points of ``log L_hat - mean log L``;
     ``extrapolation_rel_error``: ``L_hat / L - 1`` at the largest point (largest x, or
-    largest N*D), predicted by the law fitted to the others.
+    largest N*D), predicted by the law fitted to the others. ``theta_hat`` is a free vector.
     """
     points, inverse = np.unique(X, axis=0, return_inverse=True)
     inverse = inverse.ravel()
     errors = np.full(len(points), np.nan)
-    held = [i for i in range(len(points)) if is_fittable(X[inverse != i])]
+    held = [i for i in range(len(points)) if is_fittable(X[inverse != i], problem.n_free)]
     if held:
         W = np.array([(inverse != i).astype(float) for i in held])
         if options.solver == "lbfgs":
@@ -144,7 +147,7 @@ def leave_one_out(problem: Problem, X: np.ndarray, theta_hat: np.ndarray, option
         else:
             fitted, _ = _refit_batched(problem, theta_hat, W, options.bootstrap_starts)
         for i, theta in zip(held, fitted):
-            lse, _ = log_model(theta, np.log(points[i] / problem.x_ref)[None])
+            lse, _ = log_model(problem.expand(theta), np.log(points[i] / problem.x_ref)[None])
             errors[i] = lse[0] - problem.ly[inverse == i].mean()
     largest = int(np.argmax(np.log(points).sum(axis=1)))
     ok = np.isfinite(errors)

@@ -12,7 +12,7 @@ Subcommands
 
 ``fit2``    the two-variable law ``L = E + A/N^alpha + B/D^beta``::
 
-    scaling fit2 --csv FILE --n COLUMN --d COLUMN --y COLUMN [same options as fit]
+    scaling fit2 --csv FILE --n COLUMN --d COLUMN --y COLUMN [--tied-exponents] [same options as fit]
 
 ``sweeps``  (alias ``fit-sweeps``, the workflow's entry) several sweeps from a JSON spec::
 
@@ -23,11 +23,11 @@ Subcommands
 
     scaling plot --fits fits.json --predictions predictions.csv --out FIGPATH
 
-Fitting options (every one with its default in ``--help``): ``--huber-delta``,
+Fitting options (every one with its default in ``--help``): ``--loss``, ``--huber-delta``,
 ``--exponent-min``/``--exponent-max``, ``--grid-e``/``--grid-a``/``--grid-alpha`` (the
 starting grid), ``--n-starts``, ``--bootstrap-starts``, ``--n-resamples``, ``--seed``,
 ``--ci-level``, ``--regime-tolerance``, ``--identification-span``, ``--solver``,
-``--grid-points``, ``--extend``.
+``--grid-points``, ``--extend``; ``fit2`` also ``--tied-exponents``.
 
 The spec of ``sweeps`` has the keys of :class:`dlrepro.scaling.sweeps.ScalingParams` (fit
 options and ``skip_small_groups``) and a ``sweeps`` list of
@@ -150,8 +150,15 @@ def _add_fit_options(p: argparse.ArgumentParser, kind: str) -> None:
     io.add_argument("--save-draws", default=None, metavar="FILE",
                     help="bootstrap estimates, one row per resample (CSV)")
     f = p.add_argument_group("fitting")
+    f.add_argument("--loss", choices=["huber_log", "least_squares"], default=d.loss,
+                   help="objective: huber_log = Huber loss of log residuals (Hoffmann et al.); least_squares = "
+                        "sum of squared residuals in loss units (scipy.optimize.curve_fit, e.g. Gadre et al. 2024)")
     f.add_argument("--huber-delta", type=_positive_float, default=d.huber_delta,
-                   help="Huber threshold on log residuals (Hoffmann et al.: 1e-3)")
+                   help="Huber threshold on log residuals (Hoffmann et al.: 1e-3; unused by least_squares)")
+    if kind == "joint":
+        f.add_argument("--tied-exponents", action="store_true",
+                       help="one exponent for N and D: L = E + A/N^alpha + B/D^alpha (the law of Gadre et "
+                            "al. 2024, with alpha = 2 eta)")  # fmt: skip
     f.add_argument("--exponent-min", type=_float, default=d.exponent_min, help="lower bound of every exponent")
     f.add_argument("--exponent-max", type=_positive_float, default=d.exponent_max,
                    help="upper bound of every exponent")
@@ -198,7 +205,8 @@ def _params_from_args(args: argparse.Namespace, kind: str) -> ScalingParams:
         grid=grid, n_starts=args.n_starts, bootstrap_starts=args.bootstrap_starts,
         regime_tolerance=args.regime_tolerance, identification_span=args.identification_span,
         solver=args.solver, grid_points=args.grid_points, extend=args.extend,
-        skip_small_groups=args.skip_small_groups,
+        skip_small_groups=args.skip_small_groups, loss=args.loss,
+        tied_exponents=getattr(args, "tied_exponents", False),
     )  # fmt: skip
     flags = {"exponent_max": "--exponent-max", "exponent_min": "--exponent-min", "regime_tolerance":
              "--regime-tolerance", "identification_span": "--identification-span"}  # fmt: skip

@@ -18,6 +18,14 @@ Scaling: A replication attempt"):
   seed column is given; every resample is refitted, warm-started from the full-data
   optimum and from the best few points of a small starting grid.
 
+Two options depart from that practice where a paper did: ``loss="least_squares"`` minimises
+the sum of squared residuals ``L_hat - L`` in loss units (the objective of
+``scipy.optimize.curve_fit``) instead of the Huber loss of log residuals, and
+``tied_exponents=True`` fits the two-variable law with one exponent, ``E + A/N^alpha +
+B/D^alpha`` (e.g. Gadre et al. 2024, "Language models scale reliably with over-training and
+on downstream tasks": ``E + (a M^eta + b M^-eta) C^-eta`` with ``C = 6ND``, ``M = D/N``
+is this law with ``alpha = 2 eta``); the estimates then report ``beta = alpha``.
+
 The solvers live in :mod:`dlrepro.scaling.problem` (L-BFGS-B one start at a time, and a
 batched projected Newton method that solves all grid starts, resamples or leave-one-out
 subsets together); the refits in :mod:`dlrepro.scaling.bootstrap`.
@@ -83,7 +91,7 @@ from threadpoolctl import threadpool_limits
 
 from dlrepro.log import get_logger
 from dlrepro.scaling.bootstrap import MIN_DISTINCT, bootstrap, is_fittable, leave_one_out
-from dlrepro.scaling.problem import LBFGS_OPTIONS, Problem, log_model
+from dlrepro.scaling.problem import LBFGS_OPTIONS, LOSSES, Problem, log_model
 from dlrepro.scaling.tables import WIDTH_SWEEP_COLUMNS, prediction_frame, width_sweep_points  # re-exported
 
 # the old private names, for callers that used them
@@ -141,6 +149,10 @@ class FitOptions:
         reported as not identified.
     solver: "batched" (all starts/resamples solved together by projected Newton) or
         "lbfgs" (the reference: one L-BFGS-B run per start and resample).
+    loss: "huber_log" (Huber loss of log residuals, Hoffmann et al.) or "least_squares"
+        (sum of squared residuals in loss units, as ``scipy.optimize.curve_fit``; ignores
+        ``huber_delta``).
+    tied_exponents: fit a two-variable law with one exponent (``beta = alpha``).
     """
 
     huber_delta: float = 1e-3
@@ -155,6 +167,8 @@ class FitOptions:
     grid: tuple | None = None
     identification_span: float = 3.0
     solver: str = "batched"
+    loss: str = "huber_log"
+    tied_exponents: bool = False
 
     def __post_init__(self) -> None:
         def _number(v) -> bool:
@@ -179,6 +193,8 @@ class FitOptions:
             "identification_span": (_number(self.identification_span) and self.identification_span > 1,
                                     "a number > 1"),
             "solver": (self.solver in ("batched", "lbfgs"), "'batched' or 'lbfgs'"),
+            "loss": (self.loss in LOSSES, " or ".join(repr(v) for v in LOSSES)),
+            "tied_exponents": (isinstance(self.tied_exponents, bool), "true or false"),
             "grid": (self.grid is None or (len(self.grid) == 3 and all(
                 len(axis) >= 1 and all(_number(v) for v in axis) for axis in self.grid)),
                 "null or three non-empty lists of numbers (e, a, alpha)"),
@@ -197,10 +213,11 @@ def _row_label(rows, i: int) -> str:
 
 
 def validate_points(X: np.ndarray, y: np.ndarray, x_names: Sequence[str], y_name: str,
-                    rows: Sequence | None = None) -> None:  # fmt: skip
+                    rows: Sequence | None = None, n_params: int | None = None) -> None:  # fmt: skip
     """Raise ``ValueError`` unless (X, y) can be fitted: finite, positive, enough distinct x.
 
-    ``rows`` labels each point in messages (e.g. the data row of the input file)."""
+    ``rows`` labels each point in messages (e.g. the data row of the input file);
+    ``n_params``: parameters of the law (default ``1 + 2k``)."""
     if X.ndim != 2 or X.shape[1] != len(x_names) or X.shape[0] != y.shape[0]:
         raise ValueError(f"shapes do not match: X {X.shape}, y {y.shape}, variables {list(x_names)}")
     for name, col in [(y_name, y)] + [(n, X[:, j]) for j, n in enumerate(x_names)]:
@@ -218,7 +235,7 @@ def validate_points(X: np.ndarray, y: np.ndarray, x_names: Sequence[str], y_name
             raise ValueError(
                 f"column {name!r} has {n_distinct} distinct value(s); at least {MIN_DISTINCT} are needed"
             )
-    n_params = 1 + 2 * len(x_names)
+    n_params = 1 + 2 * len(x_names) if n_params is None else n_params
     n_points = len(np.unique(X, axis=0))
     if n_points < n_params:
         raise ValueError(f"{n_points} distinct points for {n_params} parameters: the law is not identified")
@@ -242,36 +259,43 @@ def display_names(x_names: Sequence[str], naming: str = "A") -> tuple[str, ...]:
 
 
 def varpro_fit(problem: Problem, n_grid: int = 201) -> tuple[np.ndarray, float]:
-    """Variable-projection fit: exponents profiled, (E, A_j) by NNLS of relative residuals.
+    """Variable-projection fit: exponents profiled, (E, A_j) by NNLS of relative residuals
+    (of absolute residuals, in units of y_ref, with ``loss="least_squares"``).
 
-    Returns the normalised parameter vector and the root-mean-square relative residual.
-    The profile is evaluated on a grid of exponents (``n_grid`` values for one variable,
-    ``2 sqrt(n_grid)`` per axis for two) and refined with bounded Nelder-Mead.
+    Returns the normalised parameter vector (the full ``theta``) and the root-mean-square
+    (relative) residual. The profile is evaluated on a grid of exponents (``n_grid`` values
+    for one exponent, ``2 sqrt(n_grid)`` per axis for two) and refined with bounded
+    Nelder-Mead; tied exponents are one.
     """
     y = np.exp(problem.ly)
+    relative = problem.loss == "huber_log"
+    n_exponents = 1 if problem.tied else problem.k
 
     def solve(exponents):
+        exponents = np.repeat(exponents, problem.k) if problem.tied else exponents
         M = np.column_stack([np.ones_like(y)] + [np.exp(-a * problem.lX[:, j]) for j, a in enumerate(exponents)])
-        coef, rnorm = nnls(M / y[:, None], np.ones_like(y))
-        return coef, rnorm
+        if relative:
+            return nnls(M / y[:, None], np.ones_like(y))
+        return nnls(M, y)
 
-    per_axis = n_grid if problem.k == 1 else max(int(math.sqrt(n_grid)) * 2, 11)
+    per_axis = n_grid if n_exponents == 1 else max(int(math.sqrt(n_grid)) * 2, 11)
     axis = np.linspace(*problem.exponent_bounds, per_axis)
-    grid = list(itertools.product(axis, repeat=problem.k))
+    grid = list(itertools.product(axis, repeat=n_exponents))
     profile = [solve(g)[1] for g in grid]
     start = np.array(grid[int(np.argmin(profile))])
     res = minimize(lambda a: solve(a)[1], start, method="Nelder-Mead",
-                   bounds=[tuple(problem.exponent_bounds)] * problem.k,
+                   bounds=[tuple(problem.exponent_bounds)] * n_exponents,
                    options={"xatol": 1e-8, "fatol": 1e-14, "maxiter": 4000})  # fmt: skip
     exponents = res.x if res.fun <= min(profile) else start
     coef, rnorm = solve(exponents)
+    exponents = np.repeat(exponents, problem.k) if problem.tied else exponents
     # normalised units: x_ref = y_ref = 1 in the problem's own coordinates
     theta = np.empty(1 + 2 * problem.k)
     tiny = np.finfo(float).tiny
     theta[0] = math.log(max(coef[0], tiny))
     theta[1::2] = np.log(np.maximum(coef[1:], tiny))
     theta[2::2] = exponents
-    lo, hi = np.array(problem.bounds).T
+    lo, hi = np.array(problem.theta_bounds).T
     return np.clip(theta, lo, hi), float(rnorm / math.sqrt(len(y)))
 
 
@@ -469,7 +493,9 @@ def _fit_law(X, y, x_names, y_name, seeds, options, log_context, param_names, ro
     x_names = tuple(x_names or (["x"] if k == 1 else ["N", "D"]))
     if k not in (1, 2):
         raise ValueError(f"a law has one or two variables; got X of shape {X.shape}")
-    validate_points(X, y, x_names, y_name, rows)
+    if options.tied_exponents and k != 2:
+        raise ValueError("tied_exponents needs a two-variable law (N and D); this law has one variable")
+    validate_points(X, y, x_names, y_name, rows, n_params=1 + 2 * k - int(options.tied_exponents))
     if seeds is not None and len(seeds) != len(y):
         raise ValueError(f"seeds has {len(seeds)} entries for {len(y)} points")
     names = PARAM_NAMES[k]
@@ -480,20 +506,21 @@ def _fit_law(X, y, x_names, y_name, seeds, options, log_context, param_names, ro
 
     # full-data fit: grid starts plus the variable-projection solution
     vp_theta, vp_rms = varpro_fit(problem)
-    starts = np.vstack([problem.screen(ones, options.n_starts), vp_theta])
+    starts = np.vstack([problem.screen(ones, options.n_starts), problem.reduce(vp_theta)])
     if options.solver == "lbfgs":
         best, best_i = problem.minimize(starts, ones)
     else:
         batch = problem.newton_batch(starts, ones)
         best_i = int(np.argmin(batch.fun))
         best, _ = problem.minimize(batch.x[best_i][None], ones)  # polish the best optimum
-    theta_hat = best.x
+    theta_hat = problem.expand(best.x)
     raw_hat = problem.to_raw(theta_hat)
     params = dict(zip(names, map(float, raw_hat)))
     log.info(f"fit {', '.join(x_names)} -> {y_name}: {len(y)} points, {len(starts)} starts; "
              f"{' '.join(f'{shown[n]}={v:.4g}' for n, v in params.items())}")  # fmt: skip
 
-    theta_draws, boot = bootstrap(problem, X, theta_hat, seeds, options, log)
+    phi_draws, boot = bootstrap(problem, X, best.x, seeds, options, log)
+    theta_draws = problem.expand(phi_draws)
     draws = problem.to_raw(theta_draws)
     q = [(1 - options.ci_level) / 2, (1 + options.ci_level) / 2]
     if len(draws):
@@ -501,7 +528,7 @@ def _fit_law(X, y, x_names, y_name, seeds, options, log_context, param_names, ro
     else:
         ci = {n: (math.nan, math.nan) for n in names}
     se = {n: float(draws[:, i].std(ddof=1)) if len(draws) >= 2 else math.nan for i, n in enumerate(names)}
-    loo = leave_one_out(problem, X, theta_hat, options)
+    loo = leave_one_out(problem, X, best.x, options)
     regime = {n: classify_regime(*ci[n], tol=options.regime_tolerance) for n in names[2::2]}
     vp_params = dict(zip(names, map(float, problem.to_raw(vp_theta))))
     result = FitResult(
@@ -529,6 +556,9 @@ def _fit_law(X, y, x_names, y_name, seeds, options, log_context, param_names, ro
         names=shown,
     )
     result.warnings, unidentified = _identification_warnings(result, y, best, options)
+    if options.tied_exponents:  # beta is alpha
+        unidentified += ["beta"] if "alpha" in unidentified else []
+        result.regime["beta"] = result.regime["alpha"]
     for name in unidentified:  # an exponent that is not identified has no regime
         result.regime[name] = "undetermined"
     for w in result.warnings:
@@ -560,8 +590,9 @@ def _identification_warnings(result: FitResult, y: np.ndarray, best, options: Fi
     warn, unidentified = [], []
     k = len(result.x_names)
     names = PARAM_NAMES[k]
-    n_params = len(names)
+    n_params = result.problem.n_free
     show = result.display
+    exponents = names[2::2][: 1 if options.tied_exponents else k]  # a tied exponent is warned about once
     if result.n_distinct < n_params + 2:
         warn.append(f"only {result.n_distinct} distinct points for {n_params} parameters: "
                     "the law is barely determined and its CIs are unreliable")  # fmt: skip
@@ -575,8 +606,9 @@ def _identification_warnings(result: FitResult, y: np.ndarray, best, options: Fi
     elif result.ci["E"][0] < _E_NEGLIGIBLE * y.min():
         warn.append(f"the CI [{result.ci['E'][0]:.3g}, {result.ci['E'][1]:.3g}] of E reaches zero: "
                     "the irreducible loss is not identified")  # fmt: skip
-    for name, x_name in zip(names[2::2], result.x_names):
+    for name, x_name in zip(exponents, result.x_names):
         lo, hi = result.ci[name]
+        x_name = " and ".join(result.x_names) if options.tied_exponents else x_name
         label = f"{show(name)} ({x_name})"
         if p[name] < lo_b + _AT_BOUND or p[name] > hi_b - _AT_BOUND:
             warn.append(f"{show(name)}={p[name]:.4g} ({x_name}) is at its bound {bounds}")
@@ -598,7 +630,7 @@ def _identification_warnings(result: FitResult, y: np.ndarray, best, options: Fi
         if abs(corr) > _TRADEOFF_CORR and E_hi > _TRADEOFF_SPAN * max(E_lo, 1e-300):
             warn.append(f"E and {show('A')} trade off (bootstrap corr {corr:.2f}; E CI [{E_lo:.3g}, {E_hi:.3g}])")
         vp = result.varpro["params"]
-        for name in names[2::2]:
+        for name in exponents:
             lo, hi = result.ci[name]
             if not lo <= vp[name] <= hi:
                 warn.append(f"variable projection gives {show(name)}={vp[name]:.4g}, outside the CI "

@@ -4,8 +4,15 @@ and a batched projected Newton method that solves many (start, row weights) prob
 A law ``L = E + sum_j A_j x_j^-alpha_j`` is fitted in normalised log units: ``lX = log(X /
 x_ref)``, ``ly = log(y / y_ref)`` (``x_ref``, ``y_ref`` the geometric means), with the
 log-sum-exp parametrisation ``theta = (e, a_1, alpha_1[, a_2, alpha_2])``,
-``log L_hat / y_ref = LSE(e, a_1 - alpha_1 lX_1, ...)``. The objective is the (row-weighted)
-Huber loss of the log residuals divided by ``delta``.
+``log L_hat / y_ref = LSE(e, a_1 - alpha_1 lX_1, ...)``. The objective (``loss``) is the
+(row-weighted) Huber loss of the log residuals divided by ``delta`` (``"huber_log"``, the
+default), or the sum of squares of the residuals ``L_hat - L`` in units of ``y_ref``,
+divided by ``2 SQUARES_SCALE`` (``"least_squares"``: the objective of
+``scipy.optimize.curve_fit``, used e.g. by Gadre et al. 2024).
+
+With ``tied`` (two variables only), the two exponents are one parameter: the solvers work on
+the free vector ``phi = (e, a_1, alpha, a_2)``, expanded to ``theta = phi[TIED_INDEX] = (e,
+a_1, alpha, a_2, alpha)``; gradients and Hessians are mapped back by the chain rule.
 
 :meth:`Problem.minimize` is the reference solver (L-BFGS-B with tolerances that do not stop
 early, one start at a time). :func:`newton_batch` solves a batch of problems that share the
@@ -49,6 +56,13 @@ GRID2_E = (-2.0, -0.7, -0.3, -0.1)
 GRID2_A = (-3.0, -1.0, 0.0)
 GRID2_ALPHA = (0.1, 0.3, 0.7, 1.5)
 
+LOSSES = ("huber_log", "least_squares")
+# least squares: f = sum_i w_i (L_hat_i - L_i)^2 / (2 SQUARES_SCALE), L in units of y_ref; the
+# scale puts it on the order of the Huber objective (r^2 / (2 delta) for small residuals)
+SQUARES_SCALE = 1e-3
+# tied exponents: theta = phi[TIED_INDEX], phi = (e, a_1, alpha, a_2)
+TIED_INDEX = np.array([0, 1, 2, 3, 2])
+
 NEWTON_MAX_ITER = 2000
 PLATEAU_WINDOW = 50
 PLATEAU_RTOL = 1e-8
@@ -68,12 +82,19 @@ def log_model(theta: np.ndarray, lX: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return lse, T
 
 
-def objective(theta, lX, ly, w, delta):
-    """Weighted Huber loss of log residuals (divided by delta) and its gradient."""
+def objective(theta, lX, ly, w, delta, loss="huber_log"):
+    """Weighted Huber loss of log residuals (divided by delta), or weighted least squares of
+    residuals in units of y_ref (``loss="least_squares"``), and its gradient."""
     lse, T = log_model(theta, lX)
-    r = lse - ly
-    f = (w * huber(delta, r)).sum() / delta
-    g = w * np.clip(r, -delta, delta) / delta  # d f / d r
+    if loss == "huber_log":
+        r = lse - ly
+        f = (w * huber(delta, r)).sum() / delta
+        g = w * np.clip(r, -delta, delta) / delta  # d f / d lse
+    else:
+        y_hat = np.exp(lse)
+        r = y_hat - np.exp(ly)
+        f = (w * r * r).sum() / (2 * SQUARES_SCALE)
+        g = w * r * y_hat / SQUARES_SCALE  # d f / d lse
     gP = g[:, None] * np.exp(T - lse[:, None])  # softmax weight of each power-law term
     grad = np.empty_like(theta)
     grad[0] = (g * np.exp(theta[0] - lse)).sum()
@@ -82,19 +103,29 @@ def objective(theta, lX, ly, w, delta):
     return f, grad
 
 
-def objective_batch(thetas, lX, ly, w, delta) -> np.ndarray:
+def objective_batch(thetas, lX, ly, w, delta, loss="huber_log") -> np.ndarray:
     """Objective values (without gradient) of a batch of parameter vectors (S, p)."""
     lse, _ = log_model(thetas, lX)
-    return (w * huber(delta, lse - ly)).sum(axis=-1) / delta
+    if loss == "huber_log":
+        return (w * huber(delta, lse - ly)).sum(axis=-1) / delta
+    return (w * _squares(lse, ly)).sum(axis=-1)
 
 
-def _derivatives(theta, lX, ly, W, delta):
+def _squares(lse, ly) -> np.ndarray:
+    """Per-row least-squares objective ``(L_hat - L)^2 / (2 SQUARES_SCALE)`` (units of y_ref)."""
+    r = np.exp(lse) - np.exp(ly)
+    return r * r / (2 * SQUARES_SCALE)
+
+
+def _derivatives(theta, lX, ly, W, delta, loss="huber_log"):
     """Objective (S,), gradient (S, p) and Hessian (S, p, p) of a batch.
 
     ``theta`` (S, p), row weights ``W`` (S, n). With ``s_t`` the softmax weights of the
     terms of the LSE and ``d_t`` the derivative of term ``t`` in theta, the gradient of
     ``lse`` is ``J = sum_t s_t d_t`` and its Hessian ``sum_t s_t d_t d_t^T - J J^T``, so
-    ``H = sum_i w_i/delta [(rho''(r_i) - rho'(r_i)) J_i J_i^T + rho'(r_i) sum_t s_t d_t d_t^T]``.
+    ``H = sum_i w_i/delta [(rho''(r_i) - rho'(r_i)) J_i J_i^T + rho'(r_i) sum_t s_t d_t d_t^T]``
+    (``rho'``, ``rho''``: derivatives of the loss in ``lse``; for least squares ``w (L_hat - L)
+    L_hat / S`` and ``w L_hat (2 L_hat - L) / S``, ``S = SQUARES_SCALE``).
     """
     S, p = theta.shape
     k = lX.shape[1]
@@ -106,12 +137,20 @@ def _derivatives(theta, lX, ly, W, delta):
     J[..., 0] = s0
     J[..., 1::2] = sj
     J[..., 2::2] = -sj * lX
-    d1 = np.clip(r, -delta, delta)
-    d2 = (np.abs(r) < delta).astype(float)
-    f = (W * huber(delta, r)).sum(axis=1) / delta
-    g = np.einsum("sn,snp->sp", W * d1, J) / delta
-    c1 = W * (d2 - d1) / delta
-    c2 = W * d1 / delta
+    if loss == "huber_log":
+        d1 = np.clip(r, -delta, delta)
+        d2 = (np.abs(r) < delta).astype(float)
+        f = (W * huber(delta, r)).sum(axis=1) / delta
+        g = np.einsum("sn,snp->sp", W * d1, J) / delta
+        c1 = W * (d2 - d1) / delta
+        c2 = W * d1 / delta
+    else:
+        y_hat = np.exp(lse)
+        res = y_hat - np.exp(ly)
+        f = (W * res * res).sum(axis=1) / (2 * SQUARES_SCALE)
+        c2 = W * res * y_hat / SQUARES_SCALE  # rho'
+        c1 = W * y_hat * y_hat / SQUARES_SCALE  # rho'' - rho'
+        g = np.einsum("sn,snp->sp", c2, J)
     H = np.matmul(np.swapaxes(J * c1[..., None], 1, 2), J)
     H[:, 0, 0] += (c2 * s0).sum(axis=1)
     cs = c2[..., None] * sj  # (S, n, k)
@@ -149,7 +188,10 @@ class Problem:
     """Data of one fit in normalised log units: ``lX = log(X / x_ref)``, ``ly = log(y / y_ref)``.
 
     ``exponent_bounds`` bound every exponent; ``grid_axes`` are the starting grid's values
-    of (e, a, alpha) in normalised units (None: the defaults above).
+    of (e, a, alpha) in normalised units (None: the defaults above); ``loss`` is one of
+    ``LOSSES``; ``tied``: one exponent for both variables. The solver methods (``minimize``,
+    ``newton_batch``, ``screen``, ``grid``, ``bounds``) work on the free vector ``phi``
+    (``theta`` itself unless tied); :meth:`expand` maps it to ``theta``.
     """
 
     lX: np.ndarray
@@ -159,15 +201,25 @@ class Problem:
     delta: float
     exponent_bounds: tuple[float, float]
     grid_axes: tuple | None = None
+    loss: str = "huber_log"
+    tied: bool = False
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss: {self.loss!r} is not one of {list(LOSSES)}")
+        if self.tied and self.k != 2:
+            raise ValueError("tied exponents need a two-variable law (N and D)")
 
     @classmethod
     def from_data(cls, X: np.ndarray, y: np.ndarray, options) -> "Problem":
-        """``options`` has ``huber_delta``, ``exponent_min``, ``exponent_max`` and ``grid``."""
+        """``options`` has ``huber_delta``, ``exponent_min``, ``exponent_max``, ``grid`` (and
+        optionally ``loss`` and ``tied_exponents``)."""
         logX, logy = np.log(X), np.log(y)
         x_ref = np.exp(logX.mean(axis=0))
         y_ref = float(np.exp(logy.mean()))
         return cls(logX - np.log(x_ref), logy - math.log(y_ref), x_ref, y_ref, options.huber_delta,
-                   (options.exponent_min, options.exponent_max), getattr(options, "grid", None))  # fmt: skip
+                   (options.exponent_min, options.exponent_max), getattr(options, "grid", None),
+                   getattr(options, "loss", "huber_log"), bool(getattr(options, "tied_exponents", False)))  # fmt: skip
 
     @property
     def k(self) -> int:
@@ -178,8 +230,39 @@ class Problem:
         return self.exponent_bounds[1]
 
     @property
-    def bounds(self) -> list[tuple[float, float]]:
+    def n_free(self) -> int:
+        """Free parameters: ``1 + 2k``, one fewer with tied exponents."""
+        return 1 + 2 * self.k - int(self.tied)
+
+    @property
+    def theta_bounds(self) -> list[tuple[float, float]]:
+        """Bounds of the full vector ``theta``."""
         return [E_BOUNDS] + [A_BOUNDS, tuple(self.exponent_bounds)] * self.k
+
+    @property
+    def bounds(self) -> list[tuple[float, float]]:
+        """Bounds of the free vector ``phi`` (those of ``theta`` unless tied)."""
+        full = self.theta_bounds
+        return full[: self.n_free] if self.tied else full
+
+    def expand(self, phi: np.ndarray) -> np.ndarray:
+        """Free vector(s) ``phi`` (..., n_free) -> ``theta`` (..., 1 + 2k); the identity unless tied."""
+        return np.asarray(phi)[..., TIED_INDEX] if self.tied else phi
+
+    def reduce(self, theta: np.ndarray) -> np.ndarray:
+        """``theta`` -> its free vector (the first exponent stands for both when tied)."""
+        return np.asarray(theta)[..., : self.n_free] if self.tied else theta
+
+    def _chain(self, g: np.ndarray, H: np.ndarray | None = None):
+        """Gradient (..., p) [and Hessian (..., p, p)] in theta -> in phi (tied only)."""
+        P = np.eye(self.n_free)[TIED_INDEX]  # d theta / d phi (p, n_free)
+        g = g @ P
+        return g if H is None else (g, np.swapaxes(P, 0, 1) @ H @ P)
+
+    def _objective(self, phi, lX, ly, w):
+        """The objective and its gradient at a free vector (for L-BFGS-B)."""
+        f, g = objective(self.expand(phi), lX, ly, w, self.delta, self.loss)
+        return f, self._chain(g) if self.tied else g
 
     @property
     def lo_hi(self) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +270,7 @@ class Problem:
         return lo, hi
 
     def grid(self) -> np.ndarray:
-        """The starting grid (S, p), exponents clipped to their bounds."""
+        """The starting grid (S, n_free), exponents clipped to their bounds."""
         if self.grid_axes is not None:
             axes_e, axes_a, axes_alpha = self.grid_axes
         elif self.k == 1:
@@ -197,6 +280,8 @@ class Problem:
         lo, hi = self.exponent_bounds
         alphas = sorted({min(max(a, lo), hi) for a in axes_alpha})
         axes = [axes_e] + [axes_a, alphas] * self.k
+        if self.tied:  # phi = (e, a_1, alpha, a_2)
+            axes = axes[: self.n_free]
         return np.array(list(itertools.product(*axes)), dtype=float)
 
     def to_raw(self, theta: np.ndarray) -> np.ndarray:
@@ -219,9 +304,13 @@ class Problem:
         keep = w > 0 if mask is None else (w > 0) & mask
         lX, ly, wk = self.lX[keep], self.ly[keep], w[keep]
         best, best_i = None, -1
+        if self.tied:
+            fun, args = self._objective, (lX, ly, wk)
+        else:
+            fun, args = objective, (lX, ly, wk, self.delta, self.loss)
         for i, start in enumerate(starts):
-            res = minimize(objective, start, args=(lX, ly, wk, self.delta), jac=True,
-                           method="L-BFGS-B", bounds=self.bounds, options=LBFGS_OPTIONS)  # fmt: skip
+            res = minimize(fun, start, args=args, jac=True, method="L-BFGS-B", bounds=self.bounds,
+                           options=LBFGS_OPTIONS)  # fmt: skip
             if best is None or res.fun < best.fun:
                 best, best_i = res, i
         best.converged = self.stationary(best.x, best.jac, best.fun, best.success)
@@ -239,7 +328,7 @@ class Problem:
         grid = self.grid()
         if n is None or n >= len(grid):
             return grid
-        values = objective_batch(grid, self.lX, self.ly, w, self.delta)
+        values = objective_batch(self.expand(grid), self.lX, self.ly, w, self.delta, self.loss)
         return grid[np.argsort(values, kind="stable")[:n]]
 
     def screen_batch(self, W: np.ndarray, n: int) -> np.ndarray:
@@ -247,23 +336,33 @@ class Problem:
         grid = self.grid()
         if n >= len(grid):
             return np.broadcast_to(grid, (len(W),) + grid.shape)
-        lse, _ = log_model(grid, self.lX)
-        values = W @ huber(self.delta, lse - self.ly).T / self.delta  # (R, G)
+        lse, _ = log_model(self.expand(grid), self.lX)
+        if self.loss == "huber_log":
+            values = W @ huber(self.delta, lse - self.ly).T / self.delta  # (R, G)
+        else:
+            values = W @ _squares(lse, self.ly).T
         order = np.argsort(values, axis=1, kind="stable")[:, :n]
         return grid[order]
 
     # ------------------------------------------------------------------ batched solver
 
+    def _batch_derivatives(self, phi: np.ndarray, W: np.ndarray):
+        """Objective, gradient and Hessian of a batch of free vectors (see :func:`_derivatives`)."""
+        f, g, H = _derivatives(self.expand(phi), self.lX, self.ly, W, self.delta, self.loss)
+        if self.tied:
+            g, H = self._chain(g, H)
+        return f, g, H
+
     def newton_batch(self, starts: np.ndarray, W: np.ndarray, max_iter: int = NEWTON_MAX_ITER) -> BatchResult:
         """Minimise the objective with row weights ``W[s]`` from ``starts[s]``, all s at once.
 
-        ``starts`` (S, p); ``W`` (S, n) or (n,) (the same weights for every start).
+        ``starts`` (S, n_free); ``W`` (S, n) or (n,) (the same weights for every start).
         """
         lo, hi = self.lo_hi
         theta = np.clip(np.array(starts, dtype=float), lo, hi)
         S, p = theta.shape
         W = np.broadcast_to(np.asarray(W, dtype=float), (S, len(self.ly)))
-        f, g, H = _derivatives(theta, self.lX, self.ly, W, self.delta)
+        f, g, H = self._batch_derivatives(theta, W)
         lam = np.full(S, 1e-6)
         done = np.zeros(S, dtype=bool)
         gtol, ftol = LBFGS_OPTIONS["gtol"], LBFGS_OPTIONS["ftol"]
@@ -298,7 +397,7 @@ class Problem:
             step = -np.einsum("spq,sq->sp", V, np.einsum("sqp,sq->sp", V, gr) / d)
             step *= free
             new = np.clip(th + step, lo, hi)
-            fn, gn, Hn = _derivatives(new, self.lX, self.ly, W[idx], self.delta)
+            fn, gn, Hn = self._batch_derivatives(new, W[idx])
             better = fn < ff
             acc = idx[better]
             theta[acc], f[acc], g[acc], H[acc] = new[better], fn[better], gn[better], Hn[better]

@@ -120,6 +120,8 @@ class ScalingParams:
     regime_tolerance: float = 0.1
     identification_span: float = 3.0
     solver: str = "batched"
+    loss: str = "huber_log"
+    tied_exponents: bool = False
     grid_points: int = 64
     extend: float = 2.0
     skip_small_groups: bool = False
@@ -278,10 +280,11 @@ def run_sweeps(params: ScalingParams):
             label = {"sweep": sweep.name, "group_column": sweep.group or "", "group": group}
             where = f"sweep {sweep.name!r}" + (f", {sweep.group}={group!r}" if sweep.group else "")
             X = part[sweep.x_columns].to_numpy(dtype=float)
-            if params.skip_small_groups and not is_fittable(X):
+            n_params = 1 + 2 * X.shape[1] - int(options.tied_exponents and X.shape[1] == 2)
+            if params.skip_small_groups and not is_fittable(X, n_params):
                 counts = {c: int(part[c].nunique()) for c in sweep.x_columns}
                 reason = (f"{len(part)} rows, distinct values {counts}, {len(np.unique(X, axis=0))} distinct points "
-                          f"(a law needs >= 3 distinct values of each variable and >= {1 + 2 * len(counts)} points)")  # fmt: skip
+                          f"(a law needs >= 3 distinct values of each variable and >= {n_params} points)")  # fmt: skip
                 log.warning(f"{where}: skipped: {reason}")
                 skipped.append({**label, "reason": reason})
                 continue
