@@ -305,3 +305,25 @@ def test_scaling_claim_with_unreliable_fit_is_not_resolved(tmp_path):
                                      "and its CIs are unreliable").to_csv(path, index=False)
     (claim,) = registry.collect(["scaling"], tmp_path, {})
     assert claim.verdict == C.NOT_RESOLVED and "unreliable" in claim.scale
+
+
+def test_readme_conformer_table_orders_rows_and_reads_every_corpus(tmp_path):
+    from dlrepro.io import write_json
+
+    rows = [{"policy": p, "generation": g, "seed": 0, "test_loss": tl, "cov_r": 0.9, "mat_r": mr,
+             "bond_in_range": 0.9} for p, g, tl, mr in
+            [("replace", 1, 0.2, 1.1), ("rdkit-etkdg", 0, None, 0.47), ("accumulate", 1, 0.19, 1.0),
+             ("real", 0, 0.18, 0.95)]]
+    (tmp_path / "conformers").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "conformers" / "summary.csv", index=False)
+    for sub, gen, policy, v in (("seed0/synthetic1", 1, None, 0.93), ("seed0/replace/synthetic2", 2, "replace", 0.87)):
+        write_json(tmp_path / "conformers" / sub / "manifest.json",
+                   {"seed": 0, "generation": gen, "policy": policy, "n_conformers": 300,
+                    "validity": {"bond_in_range": v, "bond_valid": 0.6, "mol_intact": 0.95}})
+    text = readme.conformer_table(tmp_path)
+    body = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert body == ["| RDKit ETKDGv3", "| EGNN, real", "| EGNN, accumulate", "| EGNN, replace"]
+    assert "| RDKit ETKDGv3 | – | 1 | – | 0.900 | 0.470 |" in text  # no test loss for RDKit
+    assert text.index("generation 0 (synthetic1") < text.index("generation 1, replace (synthetic2")
+    assert "bonds in 1-2 Å 0.870" in text
+    assert readme.conformer_table(tmp_path / "absent") == ""

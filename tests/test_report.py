@@ -102,10 +102,9 @@ def test_claims_csv_has_every_stage_with_valid_verdicts(smoke_run):
     assert "| `linreg.replace_rises` |" in text
 
 
-# Figures of other stages' owners that the check still refuses (reported, not fixed here):
-# init_fluctuations: colliding minor tick labels of the 'mean kernel' panel's log x axis
-# and a legend over a plotted point.
-KNOWN_FIGURE_PROBLEMS = {"init_fluctuations"}
+# Figures the check still refuses (none: init_fluctuations' colliding minor ticks and
+# legend were fixed with its plain log ticks and legend room)
+KNOWN_FIGURE_PROBLEMS: set[str] = set()
 
 
 def test_every_figure_rule_passes_the_figure_check(smoke_run, tmp_path, mirror):
@@ -113,7 +112,8 @@ def test_every_figure_rule_passes_the_figure_check(smoke_run, tmp_path, mirror):
     legend covers data or that has an empty panel (or a gap) fails its job."""
     work = copy_workdir(smoke_run, tmp_path / "work")
     rules = ["linreg_figure", "collapse_figure", "vae_figure", "vae_grid", "conformers_figure",
-             "conformers_drawing", "width_figure", "init_figure", "scaling_figure"]
+             "conformers_drawing", "width_figure", "width_coord_check_figure", "init_figure", "scaling_figure",
+             "curves_figure"]
     snakemake(*SMOKE, "--forcerun", *rules, "--keep-going", "--retries", "0", workdir=work, check=False,
               env={"DLREPRO_DATA_MIRROR": str(mirror), "DLREPRO_FIGCHECK": "1"}, timeout=900)
     failed = {}

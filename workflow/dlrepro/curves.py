@@ -116,12 +116,14 @@ def plot(curves: pd.DataFrame, out: str | os.PathLike, *, ylabel: str = "trainin
         for gen, g in sorted(sub.groupby("generation"), key=lambda kv: kv[0]):
             mean = g.groupby("step")["train_loss"].mean()  # over seeds
             ax.plot(mean.index, mean.values, color=cmap(gen / max(1, n_gen) * 0.9),
-                    label=f"gen {gen}", linewidth=1.2)
+                    label=f"gen {gen}", linewidth=1.2,
+                    marker="o" if len(mean) < 5 else None, markersize=3)  # a short job's few points show
         ax.set_title(policy if model is None else f"{model} · {policy}")
         ax.set_xlabel("step")
         label = ylabels.get(model, ylabel)
         ax.set_ylabel(label if i % ncols == 0 or label != previous else "")  # once per row
         previous = label
+    fig.tight_layout()  # rows apart: a row's x labels clear of the next row's titles
     # one legend for all panels, outside them (every panel's generations are a prefix of it)
     widest = max(axes, key=lambda a: len(a.get_lines()))
     fig.legend(*widest.get_legend_handles_labels(), title="generation", loc="center left",

@@ -19,6 +19,7 @@ rule conformers_prepare:
     """Real conformer sets: ETKDGv3 + MMFF94 conformers of MOSES molecules, split by molecule."""
     message:
         "conformers · prepare molecules and reference conformers"
+    priority: 4  # data first: every generation chain waits on it (profiles: greedy)
     input:
         smiles=f"{RAW}/moses/test.csv",
         code=code("conformers.cli"),

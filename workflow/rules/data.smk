@@ -6,6 +6,7 @@ rule download:
     """Obtain one upstream file from the mirror or the network, verified by checksum."""
     message:
         "data · download {wildcards.dataset}/{wildcards.filename}"
+    priority: 4  # data first: every generation chain waits on it (profiles: greedy)
     output:
         f"{RAW}/{{dataset}}/{{filename}}",
     log:
@@ -31,6 +32,7 @@ rule prepare_text:
     """Split documents, train the byte-level BPE on train, write token arrays + manifest."""
     message:
         "data · prepare the text corpus {wildcards.dataset}"
+    priority: 4  # data first: every generation chain waits on it (profiles: greedy)
     input:
         raw=lambda wc: raw_files(wc.dataset),
         code=code("data.cli"),
@@ -57,6 +59,7 @@ rule prepare_images:
     """Decode IDX / CIFAR binaries into float32 [0, 1] arrays with fixed splits + manifest."""
     message:
         "data · prepare the image set {wildcards.dataset}"
+    priority: 4  # data first: every generation chain waits on it (profiles: greedy)
     input:
         raw=lambda wc: raw_files(wc.dataset),
         code=code("data.cli"),
