@@ -71,7 +71,8 @@ def test_one_width_added_reruns_that_widths_jobs_fits_and_figures(smoke_run, tmp
     proc = snakemake("-n", *smoke_with(tmp_path, override), workdir=smoke_run)
     jobs = dry_run_jobs(smoke_run, *smoke_with(tmp_path, override))
     # one training job per parametrization, for the new width only
-    trained = re.findall(r"wildcards: model=mlp, arm=online, param=(\w+), width=(\d+)", proc.stdout)
+    # the job lines are the rules' messages (width_run: "width · <model> · <arm> · <param> · width <w>: ...")
+    trained = re.findall(r"width · mlp · online · (\w+) · width (\d+): train", proc.stdout)
     assert sorted(trained) == [("mup", "128"), ("sp", "128")], trained
     assert jobs.pop("width_run") == 2
     # then the width aggregations (the coordinate check spans all widths), the width-sweep

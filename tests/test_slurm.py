@@ -110,6 +110,29 @@ def submitted_ids(output: str, rule: str | None = None) -> list[str]:
     return [jid for jid, name in SUBMITTED.findall(output) if rule in (None, name)]
 
 
+def executed_jobs(workdir: Path) -> collections.Counter:
+    """Jobs per rule that ran in ``workdir``, from Snakemake's metadata (a record per output
+    file naming its rule and log; every rule has a log, so (rule, log) is one job)."""
+    jobs = set()
+    for f in (workdir / ".snakemake" / "metadata").iterdir():
+        meta = json.loads(f.read_text())
+        jobs.add((meta["rule"], tuple(meta.get("log") or [f.name])))
+    return collections.Counter(rule for rule, _ in jobs)
+
+
+def local_rules() -> set[str]:
+    """The rules run on the submitting host: the Snakefile's ``localrules`` and the rules
+    marked ``localrule: True``."""
+    text = (ROOT / "Snakefile").read_text()
+    block = text.split("localrules:", 1)[1].split("\n\n", 1)[0]
+    names = {n.strip() for n in block.replace("\n", ",").split(",") if n.strip()}
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for rule, body in re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", smk.read_text(), re.S | re.M):
+            if re.search(r"^    localrule: True", body, re.M):
+                names.add(rule)
+    return names
+
+
 def profile_settings() -> dict:
     """profiles/slurm/config.yaml."""
     return yaml.safe_load((PROFILE / "config.yaml").read_text())
@@ -141,9 +164,11 @@ def test_smoke_preset_under_slurm_equals_local_run(slurm_env, smoke_run, mirror,
     proc = run_slurm(*args, workdir=work, env=slurm_env, mirror=mirror)
     out = proc.stdout + proc.stderr
 
-    # which jobs Snakemake ran itself (local rules) and which it submitted
-    local = collections.Counter(re.findall(r"^localrule (\w+):", out, re.M))
-    local.pop("all", None)
+    # which jobs ran (Snakemake's metadata: one record per output, its rule and log) and
+    # which of them were submitted (sacct); the rest ran on the submit host. The output's
+    # job lines are the rules' messages, which do not say whether a job was local.
+    executed = executed_jobs(work)
+    assert executed == collections.Counter(expected), (dict(executed), expected)
     ids = submitted_ids(out)
     records = sacct(ids, slurm_env)
     assert sorted(r["JobID"] for r in records) == sorted(ids)
@@ -160,6 +185,9 @@ def test_smoke_preset_under_slurm_equals_local_run(slurm_env, smoke_run, mirror,
         members = sum(n for rule, n in batched.items() if settings["groups"][rule] == group)
         assert batches[group] == -(-members // size), (group, members, size, dict(batches))
     on_slurm = collections.Counter(r["rule"] for r in records if not is_batch.match(r["Comment"]))
+    local = executed - on_slurm - collections.Counter(batched)
+    assert not set(on_slurm) & local_rules(), f"local rules submitted: {set(on_slurm) & local_rules()}"
+    assert set(local) <= local_rules(), f"submittable rules run on the submit host: {set(local) - local_rules()}"
     assert on_slurm + local == collections.Counter(expected) - collections.Counter(batched), (
         f"jobs per rule: sbatch {dict(on_slurm)} + local {dict(local)} + batched {batched}"
         f" != dry run {expected}")
