@@ -143,6 +143,13 @@ def _keys(text: str) -> dict[str, str]:
     return out
 
 
+def _model_label(text: str) -> tuple[str, str]:
+    model, sep, label = text.partition("=")
+    if not (sep and model and label):
+        raise argparse.ArgumentTypeError(f"{text!r} is not MODEL=LABEL")
+    return model, label
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m dlrepro curves", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -154,13 +161,13 @@ def main(argv: list[str]) -> int:
     p = sub.add_parser("plot", help="draw curves.csv")
     p.add_argument("--csv", required=True)
     p.add_argument("--ylabel", default="training loss")
-    p.add_argument("--ylabel-for", action="append", default=[], metavar="MODEL=LABEL",
+    p.add_argument("--ylabel-for", action="append", default=[], metavar="MODEL=LABEL", type=_model_label,
                    help="the y label of one model's panels (repeatable)")
     p.add_argument("--out", required=True, help="output path without suffix (PNG and PDF)")
     args = parser.parse_args(argv)
     if args.cmd == "table":
         write_csv(args.out, table(args.metrics, _keys(args.keys)))
     else:
-        ylabels = dict(item.partition("=")[::2] for item in args.ylabel_for)
+        ylabels = dict(args.ylabel_for)
         plot(pd.read_csv(args.csv), args.out, ylabel=args.ylabel, ylabels=ylabels)
     return 0

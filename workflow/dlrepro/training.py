@@ -377,6 +377,17 @@ def tracker(settings: TrainSettings, stage: str, tag: dict[str, Any]):
                            "install the trackers extra: pip install 'dlrepro[trackers]'") from None
 
 
+def close_tracker(logger, kind: str, status: str) -> None:
+    """Finish a run of :func:`tracker` (nothing for ``None``); W&B also ends its process-wide run."""
+    if logger is None:
+        return
+    logger.finalize(status)
+    if kind == "wandb":
+        import wandb
+
+        wandb.finish()
+
+
 def _clock(seconds: float) -> str:
     """``1h02m``, ``3m05s`` or ``12s``: an ETA for the progress line."""
     s = int(round(seconds))
@@ -545,12 +556,7 @@ def _fit(module, train_batches, settings, ckpt_dir, *, stage, tag, val_batches, 
         if trainer.global_rank != 0:
             # a worker rank of a multi-device job: rank 0 writes the outputs
             raise SystemExit(0)
-    if logger is not None:
-        logger.finalize("success")
-        if settings.logger == "wandb":
-            import wandb
-
-            wandb.finish()
+    close_tracker(logger, settings.logger, "success")
     progress.history.rows.append({"step": trainer.global_step, "done": 1.0})
     return progress.history
 

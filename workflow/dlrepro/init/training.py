@@ -259,11 +259,9 @@ class _Tracker:
 
     def close(self, status: str) -> None:
         if self.logger is not None:
-            self.logger.finalize(status)
-            if self.kind == "wandb":
-                import wandb
+            from dlrepro.training import close_tracker
 
-                wandb.finish()
+            close_tracker(self.logger, self.kind, status)
 
 
 def load_splits(params: TrainParams, data_dir: str | Path) -> tuple[dict, int]:
