@@ -45,26 +45,48 @@ def _units(n: int, seeds) -> tuple[str, np.ndarray, int | None]:
     return "row", np.arange(n), n_clusters
 
 
+def _fittable_counts(X: np.ndarray, labels: np.ndarray, n_params: int | None):
+    """A vectorised :func:`is_fittable` of resamples given as unit counts: returns a function
+    mapping counts (B, n_units) to a mask (B,) of those whose points can be fitted."""
+    n_params = 1 + 2 * X.shape[1] if n_params is None else n_params
+    codes = [np.unique(X[:, j], return_inverse=True)[1].ravel() for j in range(X.shape[1])]
+    codes.append(np.unique(X, axis=0, return_inverse=True)[1].ravel())
+    needed = [MIN_DISTINCT] * X.shape[1] + [n_params]
+    one_hot = [np.eye(c.max() + 1)[c] for c in codes]  # (n, distinct values)
+
+    def fittable(counts: np.ndarray) -> np.ndarray:
+        present = (counts > 0)[:, labels].astype(float)  # (B, n) rows drawn
+        return np.logical_and.reduce([((present @ o) > 0).sum(axis=1) >= k for o, k in zip(one_hot, needed)])
+
+    return fittable
+
+
 def draw_resamples(X: np.ndarray, labels: np.ndarray, n_resamples: int, seed: int, unit: str,
                    n_params: int | None = None):  # fmt: skip
     """Unit counts of each resample (R, n_units), redrawing resamples that cannot be fitted.
 
-    Returns ``(counts, n_redrawn)``.
+    The draws are those of one generator, resample after resample (a resample that cannot
+    be fitted is replaced by the next draw); they are made in blocks, which gives the same
+    stream. Returns ``(counts, n_redrawn)``.
     """
     n_units = int(labels.max()) + 1
     rng = np.random.default_rng(seed)
-    counts = np.empty((n_resamples, n_units), dtype=np.int64)
-    n_redrawn = 0
-    for b in range(n_resamples):
-        for _ in range(MAX_REDRAWS):
-            c = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units)
-            if is_fittable(X[c[labels] > 0], n_params):
-                break
-            n_redrawn += 1
-        else:
+    fittable = _fittable_counts(X, labels, n_params)
+    kept, n_kept, n_redrawn, trailing = [], 0, 0, 0  # trailing: failed draws since the last kept
+    while n_kept < n_resamples:
+        block = max(2 * (n_resamples - n_kept), 32)
+        draws = rng.integers(0, n_units, (block, n_units))
+        counts = np.bincount((draws + n_units * np.arange(block)[:, None]).ravel(),
+                             minlength=block * n_units).reshape(block, n_units)  # fmt: skip
+        take = np.flatnonzero(fittable(counts))[: n_resamples - n_kept]
+        failed = np.diff(np.concatenate([[-1 - trailing], take])) - 1  # failed draws before each kept one
+        trailing = block - 1 - take[-1] if len(take) else trailing + block
+        if (failed >= MAX_REDRAWS).any() or (n_kept + len(take) < n_resamples and trailing >= MAX_REDRAWS):
             raise ValueError(f"could not draw a fittable resample in {MAX_REDRAWS} tries ({n_units} {unit}s)")
-        counts[b] = c
-    return counts, n_redrawn
+        n_redrawn += int(failed.sum())
+        kept.append(counts[take])
+        n_kept += len(take)
+    return np.concatenate(kept).astype(np.int64), n_redrawn
 
 
 def bootstrap(problem: Problem, X: np.ndarray, theta_hat: np.ndarray, seeds, options, log) -> tuple[np.ndarray, dict]:

@@ -64,6 +64,8 @@ SQUARES_SCALE = 1e-3
 TIED_INDEX = np.array([0, 1, 2, 3, 2])
 
 NEWTON_MAX_ITER = 2000
+# dampings tried together in each Newton iteration, relative to the problem's current one
+DAMPING_FACTORS = (1e-2, 1.0, 1e2)
 PLATEAU_WINDOW = 50
 PLATEAU_RTOL = 1e-8
 
@@ -117,7 +119,56 @@ def _squares(lse, ly) -> np.ndarray:
     return r * r / (2 * SQUARES_SCALE)
 
 
-def _derivatives(theta, lX, ly, W, delta, loss="huber_log"):
+@dataclass(frozen=True)
+class Levels:
+    """The distinct values of each normalised log input, so that the power-law terms are
+    exponentiated once per distinct value (a sweep repeats each model size across data
+    sizes and seeds) instead of once per point.
+
+    ``values[j]`` (m_j,) are the distinct values of ``lX[:, j]``, ``index[j]`` (n,) maps
+    each point to its value; ``lXt`` is ``lX`` transposed (k, n); ``lX_min`` (k,) the
+    smallest value of each input (where every term with a non-negative exponent peaks).
+    """
+
+    values: tuple
+    index: tuple
+    lXt: np.ndarray
+    lX_min: np.ndarray
+
+    @classmethod
+    def of(cls, lX: np.ndarray) -> "Levels":
+        pairs = [np.unique(lX[:, j], return_inverse=True) for j in range(lX.shape[1])]
+        return cls(tuple(v for v, _ in pairs), tuple(i.ravel() for _, i in pairs), np.ascontiguousarray(lX.T),
+                   lX.min(axis=0))  # fmt: skip
+
+    def terms(self, theta: np.ndarray, weights: bool = True):
+        """``lse`` (S, n) and the softmax weights ``s0`` (S, n), ``sj`` (S, k, n) of a batch
+        ``theta`` (S, p): ``LSE(e, a_j - alpha_j lX_j)`` as ``c + log(sum_t exp(t - c))``,
+        ``c`` the largest term of each problem over all points (so that no exponential
+        overflows), the power-law exponentials taken on the distinct values of each input.
+        Without ``weights``, only ``lse``."""
+        k = len(self.values)
+        e = theta[:, 0]
+        c = np.maximum(e, (theta[:, 1::2] - theta[:, 2::2] * self.lX_min).max(axis=1))[:, None]  # (S, 1)
+        u0 = np.exp(e[:, None] - c)  # (S, 1)
+        uj = [np.exp(theta[:, 1 + 2 * j, None] - c - theta[:, 2 + 2 * j, None] * self.values[j])[:, self.index[j]]
+              for j in range(k)]  # fmt: skip
+        total = u0 + uj[0] if k == 1 else u0 + uj[0] + uj[1]
+        lse = c + np.log(total)
+        if not weights:
+            return lse
+        inv = 1.0 / total
+        return lse, u0 * inv, np.stack(uj, axis=1) * inv[:, None, :]
+
+
+def _loss_values(lse, ly, delta, loss):
+    """Per-point objective (S, n) at ``lse``: Huber of log residuals / delta, or squares."""
+    if loss == "huber_log":
+        return huber(delta, lse - ly) / delta
+    return _squares(lse, ly)
+
+
+def _derivatives(theta, levels: Levels, ly, W, delta, loss="huber_log"):
     """Objective (S,), gradient (S, p) and Hessian (S, p, p) of a batch.
 
     ``theta`` (S, p), row weights ``W`` (S, n). With ``s_t`` the softmax weights of the
@@ -125,44 +176,40 @@ def _derivatives(theta, lX, ly, W, delta, loss="huber_log"):
     ``lse`` is ``J = sum_t s_t d_t`` and its Hessian ``sum_t s_t d_t d_t^T - J J^T``, so
     ``H = sum_i w_i/delta [(rho''(r_i) - rho'(r_i)) J_i J_i^T + rho'(r_i) sum_t s_t d_t d_t^T]``
     (``rho'``, ``rho''``: derivatives of the loss in ``lse``; for least squares ``w (L_hat - L)
-    L_hat / S`` and ``w L_hat (2 L_hat - L) / S``, ``S = SQUARES_SCALE``).
+    L_hat / S`` and ``w L_hat (2 L_hat - L) / S``, ``S = SQUARES_SCALE``). ``J`` is kept as
+    (S, p, n), and the second-derivative term reuses the gradient's sums: ``sum_i rho'_i
+    s_t,i d_t,i`` is the gradient itself except for ``d^2 / d alpha_j^2``.
     """
     S, p = theta.shape
-    k = lX.shape[1]
-    lse, T = log_model(theta, lX)  # (S, n), (S, n, k)
-    r = lse - ly
-    s0 = np.exp(theta[:, 0, None] - lse)  # (S, n)
-    sj = np.exp(T - lse[..., None])  # (S, n, k)
-    J = np.empty(r.shape + (p,))
-    J[..., 0] = s0
-    J[..., 1::2] = sj
-    J[..., 2::2] = -sj * lX
+    k = levels.lXt.shape[0]
+    lse, s0, sj = levels.terms(theta)
+    Jt = np.empty((S, p, lse.shape[1]))  # J transposed: (S, p, n)
+    Jt[:, 0] = s0
+    Jt[:, 1::2] = sj
+    np.multiply(sj, -levels.lXt, out=Jt[:, 2::2])
     if loss == "huber_log":
+        r = lse - ly
         d1 = np.clip(r, -delta, delta)
-        d2 = (np.abs(r) < delta).astype(float)
         f = (W * huber(delta, r)).sum(axis=1) / delta
-        g = np.einsum("sn,snp->sp", W * d1, J) / delta
-        c1 = W * (d2 - d1) / delta
-        c2 = W * d1 / delta
+        c2 = W * d1 / delta  # rho'
+        c1 = W * ((np.abs(r) < delta) - d1) / delta  # rho'' - rho'
     else:
         y_hat = np.exp(lse)
         res = y_hat - np.exp(ly)
         f = (W * res * res).sum(axis=1) / (2 * SQUARES_SCALE)
         c2 = W * res * y_hat / SQUARES_SCALE  # rho'
         c1 = W * y_hat * y_hat / SQUARES_SCALE  # rho'' - rho'
-        g = np.einsum("sn,snp->sp", c2, J)
-    H = np.matmul(np.swapaxes(J * c1[..., None], 1, 2), J)
-    H[:, 0, 0] += (c2 * s0).sum(axis=1)
-    cs = c2[..., None] * sj  # (S, n, k)
-    a, al = np.arange(1, p, 2), np.arange(2, p, 2)
-    sum_s = cs.sum(axis=1)
-    sum_sl = (cs * lX).sum(axis=1)
-    sum_sll = (cs * lX * lX).sum(axis=1)
+    g = np.matmul(Jt, c2[:, :, None])[:, :, 0]
+    H = np.matmul(Jt * c1[:, None, :], np.swapaxes(Jt, 1, 2))
+    # sum_t s_t d_t d_t^T: e only in its own term; (a_j, alpha_j) in term j, whose
+    # derivative is (1, -lX_j): the sums are g's entries, and sum rho' s_j lX_j^2
+    H[:, 0, 0] += g[:, 0]
     for j in range(k):
-        H[:, a[j], a[j]] += sum_s[:, j]
-        H[:, a[j], al[j]] -= sum_sl[:, j]
-        H[:, al[j], a[j]] -= sum_sl[:, j]
-        H[:, al[j], al[j]] += sum_sll[:, j]
+        a, al = 1 + 2 * j, 2 + 2 * j
+        H[:, a, a] += g[:, a]
+        H[:, a, al] += g[:, al]
+        H[:, al, a] += g[:, al]
+        H[:, al, al] -= (c2 * Jt[:, al] * levels.lXt[j]).sum(axis=1)
     return f, g, H
 
 
@@ -209,6 +256,8 @@ class Problem:
             raise ValueError(f"loss: {self.loss!r} is not one of {list(LOSSES)}")
         if self.tied and self.k != 2:
             raise ValueError("tied exponents need a two-variable law (N and D)")
+        self.levels = Levels.of(self.lX)
+        self._lo_hi = None
 
     @classmethod
     def from_data(cls, X: np.ndarray, y: np.ndarray, options) -> "Problem":
@@ -266,8 +315,10 @@ class Problem:
 
     @property
     def lo_hi(self) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = np.array(self.bounds, dtype=float).T
-        return lo, hi
+        """Lower and upper bounds of the free vector, as arrays (computed once)."""
+        if self._lo_hi is None:
+            self._lo_hi = tuple(np.array(self.bounds, dtype=float).T)
+        return self._lo_hi
 
     def grid(self) -> np.ndarray:
         """The starting grid (S, n_free), exponents clipped to their bounds."""
@@ -323,6 +374,12 @@ class Problem:
         projected = projected_gradient(x, jac, lo, hi)
         return bool(success or np.abs(projected).max() <= 1e-5 * max(1.0, abs(fun)))
 
+    def _stationary_batch(self, theta, g, f) -> np.ndarray:
+        """:meth:`stationary` (without L-BFGS-B's own verdict) of a batch."""
+        lo, hi = self.lo_hi
+        projected = np.abs(projected_gradient(theta, g, lo, hi)).max(axis=1)
+        return projected <= 1e-5 * np.maximum(1.0, np.abs(f))
+
     def screen(self, w: np.ndarray, n: int | None) -> np.ndarray:
         """The ``n`` grid points with the lowest initial objective (all if ``n`` is None)."""
         grid = self.grid()
@@ -348,15 +405,83 @@ class Problem:
 
     def _batch_derivatives(self, phi: np.ndarray, W: np.ndarray):
         """Objective, gradient and Hessian of a batch of free vectors (see :func:`_derivatives`)."""
-        f, g, H = _derivatives(self.expand(phi), self.lX, self.ly, W, self.delta, self.loss)
+        f, g, H = _derivatives(self.expand(phi), self.levels, self.ly, W, self.delta, self.loss)
         if self.tied:
             g, H = self._chain(g, H)
         return f, g, H
 
-    def newton_batch(self, starts: np.ndarray, W: np.ndarray, max_iter: int = NEWTON_MAX_ITER) -> BatchResult:
+    def _candidate_objective(self, phi: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """Objective values (S, L) of ``L`` candidate free vectors per problem (S, L, p),
+        problem ``s`` with row weights ``W[s]``."""
+        S, L, p = phi.shape
+        lse = self.levels.terms(self.expand(phi.reshape(S * L, p)), weights=False)
+        values = _loss_values(lse.reshape(S, L, -1), self.ly, self.delta, self.loss)
+        return (values * W[:, None, :]).sum(axis=2)
+
+    def _bound_starts(self, theta, g, which: np.ndarray):
+        """Starts at the bounds the gradient pushes towards, for the problems ``which``:
+        ``E`` at its lower bound (``E`` = 0 in effect) where the gradient pushes it down, and
+        (untied laws) an exponent at its upper bound where the gradient pushes it up, its
+        ``a`` lowered so that the term keeps its value at the smallest x (where it weighs
+        most). Returns (rows (m,), starts (m, p))."""
+        lo, hi = self.lo_hi
+        rows, starts = [], []
+        push = which & (g[:, 0] > 0) & (theta[:, 0] > lo[0])
+        if push.any():
+            start = theta[push].copy()
+            start[:, 0] = lo[0]
+            rows.append(np.flatnonzero(push))
+            starts.append(start)
+        for j in range(0 if self.tied else self.k):
+            a, al = 1 + 2 * j, 2 + 2 * j
+            push = which & (g[:, al] < 0) & (theta[:, al] < hi[al])
+            if push.any():
+                start = theta[push].copy()
+                start[:, a] += (hi[al] - start[:, al]) * self.levels.lX_min[j]
+                start[:, al] = hi[al]
+                rows.append(np.flatnonzero(push))
+                starts.append(np.clip(start, lo, hi))
+        if not rows:
+            return np.empty(0, dtype=int), np.empty((0, theta.shape[1]))
+        return np.concatenate(rows), np.vstack(starts)
+
+    def _try_bounds(self, theta, f, g, H, W, which: np.ndarray) -> np.ndarray:
+        """Solve the problems ``which`` from the bounds their gradient pushes towards
+        (:meth:`_bound_starts`); move those whose optimum there is lower (in place).
+        Returns the mask of problems moved."""
+        moved = np.zeros(len(theta), dtype=bool)
+        rows, starts = self._bound_starts(theta, g, which)
+        if len(rows) == 0:
+            return moved
+        sub = self.newton_batch(starts, W[rows], max_iter=PLATEAU_WINDOW, finish=False)
+        for r, x, fun in zip(rows, sub.x, sub.fun):  # a few problems: the best start of each
+            if fun < f[r]:
+                theta[r], f[r] = x, fun
+                moved[r] = True
+        if moved.any():
+            _, g[moved], H[moved] = self._batch_derivatives(theta[moved], W[moved])
+        return moved
+
+    def newton_batch(self, starts: np.ndarray, W: np.ndarray, max_iter: int = NEWTON_MAX_ITER,
+                     finish: bool = True) -> BatchResult:  # fmt: skip
         """Minimise the objective with row weights ``W[s]`` from ``starts[s]``, all s at once.
 
         ``starts`` (S, n_free); ``W`` (S, n) or (n,) (the same weights for every start).
+        Each iteration tries the damped Newton steps of ``len(DAMPING_FACTORS)`` dampings
+        around the problem's own (objective values only), moves to the best of them where it
+        lowers the objective (and only then evaluates the gradient and Hessian there), and
+        adapts the damping: below the winning one after a success, far above the largest
+        tried after a failure.
+
+        A problem still running after ``2 PLATEAU_WINDOW`` iterations whose gradient pushes
+        ``E`` down is most often crawling along the valley where the irreducible loss
+        vanishes (a resample whose losses hardly fall: ``E`` shrinks while ``A`` and the
+        exponent take over, and the objective falls by ever smaller amounts for thousands of
+        iterations, in L-BFGS-B as here), or an exponent up towards its bound. After 2, 4, 8...
+        windows (and before a plateau stops it), it is also solved from those bounds
+        (:meth:`_bound_starts`); where that optimum is lower, the problem moves there and
+        goes on. A problem not finished within
+        ``max_iter`` iterations is finished by L-BFGS-B (unless ``finish`` is false).
         """
         lo, hi = self.lo_hi
         theta = np.clip(np.array(starts, dtype=float), lo, hi)
@@ -367,6 +492,7 @@ class Problem:
         done = np.zeros(S, dtype=bool)
         gtol, ftol = LBFGS_OPTIONS["gtol"], LBFGS_OPTIONS["ftol"]
         eye = np.eye(p)
+        factors = np.asarray(DAMPING_FACTORS)
         plateau = np.zeros(S, dtype=bool)
         finished = np.zeros(S, dtype=bool)
         f_window = f.copy()  # the objective PLATEAU_WINDOW iterations ago
@@ -377,43 +503,54 @@ class Problem:
                 # moved by PLATEAU_RTOL in a window; L-BFGS-B would crawl along it for
                 # thousands of iterations to no better optimum
                 flat = ~done & ((f_window - f) <= PLATEAU_RTOL * np.maximum(np.abs(f), 1.0))
+                if finish:  # after windows 2, 4, 8... every problem still running, else the flat ones
+                    window = iterations // PLATEAU_WINDOW
+                    crawling = window > 1 and window & (window - 1) == 0
+                    flat &= ~self._try_bounds(theta, f, g, H, W, ~done if crawling else flat)
                 plateau |= flat
                 done |= flat
                 f_window = f.copy()
-            pg = np.abs(projected_gradient(theta, g, lo, hi)).max(axis=1)
-            done |= pg <= gtol
             idx = np.flatnonzero(~done)
+            th, gg = theta[idx], g[idx]
+            small = np.abs(projected_gradient(th, gg, lo, hi)).max(axis=1) <= gtol
+            if small.any():
+                done[idx[small]] = True
+                idx, th, gg = idx[~small], th[~small], gg[~small]
             if len(idx) == 0:
                 break
-            th, gg, HH, ff, ll = theta[idx], g[idx], H[idx], f[idx], lam[idx]
+            HH, ff = H[idx], f[idx]
             # variables held at a bound: the gradient pushes them outwards
             fixed = ((th <= lo) & (gg > 0)) | ((th >= hi) & (gg < 0))
             free = ~fixed
             Hr = HH * free[:, :, None] * free[:, None, :] + eye * fixed[:, :, None]
-            gr = gg * free
             evals, V = np.linalg.eigh(Hr)
             scale = np.maximum(np.abs(evals).max(axis=1), 1e-300)
-            d = np.maximum(np.abs(evals), 1e-12 * scale[:, None]) + (ll * scale)[:, None]
-            step = -np.einsum("spq,sq->sp", V, np.einsum("sqp,sq->sp", V, gr) / d)
-            step *= free
-            new = np.clip(th + step, lo, hi)
-            fn, gn, Hn = self._batch_derivatives(new, W[idx])
+            Vg = np.einsum("sqp,sq->sp", V, gg * free)
+            lams = lam[idx, None] * factors  # (s, L)
+            d = np.maximum(np.abs(evals), 1e-12 * scale[:, None])[:, None, :] + (lams * scale[:, None])[:, :, None]
+            steps = -np.einsum("spq,slq->slp", V, Vg[:, None, :] / d) * free[:, None, :]
+            cand = np.clip(th[:, None, :] + steps, lo, hi)  # (s, L, p)
+            fc = self._candidate_objective(cand, W[idx])
+            best = np.argmin(fc, axis=1)  # the first of equal values: the least damped
+            rows = np.arange(len(idx))
+            fn, new = fc[rows, best], cand[rows, best]
             better = fn < ff
             acc = idx[better]
-            theta[acc], f[acc], g[acc], H[acc] = new[better], fn[better], gn[better], Hn[better]
-            lam[acc] = np.maximum(ll[better] / 10.0, 1e-12)
-            rej = idx[~better]
-            lam[rej] = ll[~better] * 10.0
+            if len(acc):
+                theta[acc], f[acc] = new[better], fn[better]
+                _, g[acc], H[acc] = self._batch_derivatives(new[better], W[acc])
+            lam[acc] = np.maximum(lams[rows, best][better] / 10.0, 1e-12)
+            lam[idx[~better]] = lams[~better, -1] * 10.0
             # L-BFGS-B's ftol test: the relative reduction of an accepted step is negligible
             negligible = better & ((ff - fn) <= ftol * np.maximum(np.maximum(np.abs(ff), np.abs(fn)), 1.0))
             # no step lowers the objective any more: it is at machine precision
-            moved = np.abs(new - th).max(axis=1)
+            moved = np.abs(cand[:, -1] - th).max(axis=1)
             stalled = ~better & ((lam[idx] > 1e12) | (moved <= 1e-15 * (1 + np.abs(th).max(axis=1))))
             done[idx[negligible | stalled]] = True
             finished[idx[negligible | stalled]] = True  # L-BFGS-B reports these as converged too
-        converged = plateau | finished | np.array([self.stationary(theta[s], g[s], f[s]) for s in range(S)])
+        converged = plateau | finished | self._stationary_batch(theta, g, f)
         # what Newton did not finish, L-BFGS-B does (from where Newton stopped)
-        todo = np.flatnonzero(~converged)
+        todo = np.flatnonzero(~converged) if finish else np.empty(0, dtype=int)
         for s in todo:
             res, _ = self.minimize(theta[s][None], W[s])
             if res.fun <= f[s]:
