@@ -15,17 +15,21 @@ the free vector ``phi = (e, a_1, alpha, a_2)``, expanded to ``theta = phi[TIED_I
 a_1, alpha, a_2, alpha)``; gradients and Hessians are mapped back by the chain rule.
 
 :meth:`Problem.minimize` is the reference solver (L-BFGS-B with tolerances that do not stop
-early, one start at a time). :func:`newton_batch` solves a batch of problems that share the
-data but differ in start and row weights (bootstrap resamples, leave-one-out subsets, grid
-starts) together: every iteration is a few array operations over the whole batch, with the
-exact gradient and Hessian of the Huber objective, Levenberg-Marquardt damping with an
-eigenvalue floor (the Hessian is indefinite away from an optimum), projection onto the
-bounds and a step accepted only where it lowers the objective. It stops each problem on the
-same projected-gradient and relative-reduction tests as L-BFGS-B (``gtol``, ``ftol``), or
-where the objective has moved by less than ``PLATEAU_RTOL`` (relative) in ``PLATEAU_WINDOW``
-iterations (a flat valley along a parameter that is not identified, where L-BFGS-B crawls
-for thousands of iterations to no better optimum); a problem it does not finish within its
-iteration budget is handed to L-BFGS-B from where it stopped.
+early, one start at a time). :meth:`Problem.newton_batch` solves a batch of problems that
+share the data but differ in start and row weights (bootstrap resamples, leave-one-out
+subsets, grid starts) together: every iteration is a few array operations over the whole
+batch, with the exact gradient and Hessian of the objective, Levenberg-Marquardt damping with
+an eigenvalue floor (the Hessian is indefinite away from an optimum; ``DAMPING_FACTORS``
+around each problem's damping are tried at once, on objective values only), projection onto
+the bounds and a step accepted only where it lowers the objective. The terms of the LSE are
+computed by :class:`Levels` (exponentials once per distinct input value, one log per point).
+It stops each problem on the same projected-gradient and relative-reduction tests as
+L-BFGS-B (``gtol``, ``ftol``), or where the objective has moved by less than
+``PLATEAU_RTOL`` (relative) in ``PLATEAU_WINDOW`` iterations (a flat valley along a
+parameter that is not identified); a problem still running after a few windows is also
+solved from the bound its gradient pushes towards (E = 0, an exponent at its upper bound),
+which ends the valleys that L-BFGS-B crawls along for thousands of iterations; a problem it
+does not finish within its iteration budget is handed to L-BFGS-B from where it stopped.
 """
 
 from __future__ import annotations
