@@ -68,11 +68,12 @@ clean:
 # Regenerate the README's pictures and numbers from the default preset's run (after
 # `make run`): its figures, the workflow's rule graph, and the README's measured-results
 # section (claims table, headline numbers, figures) between its marker comments.
+# (PYTHONHASHSEED=0: Snakemake lists the rule graph's edges in set order, which a random hash seed reshuffles)
 docs: $(STAMP)
 	mkdir -p docs/figures
 	cp $(RESULTS)/figures/*.png docs/figures/
 	{ echo '# Rule graph of the default preset'; echo; echo '```mermaid'; \
-	  $(VENV)/bin/snakemake --rulegraph mermaid-js 2>/dev/null; echo '```'; } > docs/rulegraph.md
+	  PYTHONHASHSEED=0 $(VENV)/bin/snakemake --rulegraph mermaid-js 2>/dev/null; echo '```'; } > docs/rulegraph.md
 	$(PY) -m dlrepro report readme --readme README.md --claims $(RESULTS)/claims.csv --results $(RESULTS) \
 	  --figures docs/figures --link-prefix docs/figures
 
