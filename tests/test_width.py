@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from dlrepro.io import read_json, save_npy, write_csv, write_json
-from dlrepro.width import analysis, runs
+from dlrepro.width import analysis, coord_check, runs, tasks
+from dlrepro.width.params import check_width, eval_steps, train_params
 from dlrepro.width.cli import main
 
 # --------------------------------------------------------------------------- fixtures
@@ -61,7 +62,7 @@ CNN_TRAIN = {**MLP_TRAIN, "base_width": 4, "kernel_size": 3, "pool": 1, "depth":
 
 def _params(model, **changes):
     base = {"mlp": MLP_TRAIN, "lm": LM_TRAIN, "cnn": CNN_TRAIN}[model]
-    return runs.train_params(model, {**base, **changes})
+    return train_params(model, {**base, **changes})
 
 
 # --------------------------------------------------------------------------- params
@@ -69,29 +70,29 @@ def _params(model, **changes):
 
 def test_params_reject_unknown_and_bad_values():
     with pytest.raises(ValueError, match="'step'"):
-        runs.train_params("mlp", {"step": 10})
+        train_params("mlp", {"step": 10})
     with pytest.raises(ValueError, match="steps"):
-        runs.train_params("mlp", {"steps": 0})
+        train_params("mlp", {"steps": 0})
     with pytest.raises(ValueError, match="lr.mup"):
-        runs.train_params("mlp", {"lr": {"mup": -1.0}})
+        train_params("mlp", {"lr": {"mup": -1.0}})
     with pytest.raises(ValueError, match="lr key"):
-        runs.train_params("mlp", {"lr": {"mu": 1e-3}})
+        train_params("mlp", {"lr": {"mu": 1e-3}})
     with pytest.raises(ValueError, match="compute.seed"):
-        runs.train_params("mlp", {"compute": {"seed": 3}})
+        train_params("mlp", {"compute": {"seed": 3}})
     with pytest.raises(ValueError, match="n_probe"):
-        runs.train_params("mlp", {"n_test": 10, "n_probe": 11})
+        train_params("mlp", {"n_test": 10, "n_probe": 11})
     with pytest.raises(ValueError, match="head_dim"):
-        runs.train_params("lm", {"head_dim": 5, "base_width": 32})
+        train_params("lm", {"head_dim": 5, "base_width": 32})
     with pytest.raises(ValueError, match="'pool'"):  # an MLP key is unknown to the LM
-        runs.train_params("lm", {"pool": 2})
+        train_params("lm", {"pool": 2})
     with pytest.raises(ValueError, match="width 12 is not a multiple"):
-        runs.check_width("lm", runs.train_params("lm", {}), 12)
+        check_width("lm", train_params("lm", {}), 12)
     with pytest.raises(ValueError, match="no learning rate for parametrization 'ntk'"):
-        runs.train_params("lm", {"lr": {"sp": 1e-3}}).lr_for("ntk")
+        train_params("lm", {"lr": {"sp": 1e-3}}).lr_for("ntk")
 
 
 def test_stage_params_cells_and_errors():
-    stage = runs.StageParams.from_dict({
+    stage = coord_check.StageParams.from_dict({
         "mlp": {"widths": [8, 16], "train": MLP_TRAIN, "arms": {"online": None, "offline": ["mup"]}},
         "lm": {"widths": [8], "train": LM_TRAIN, "arms": {"online": ["sp", "mup"]}},
     })
@@ -100,31 +101,31 @@ def test_stage_params_cells_and_errors():
     assert ("mlp", "sp", 8, "offline") not in cells
     assert len(cells) == 3 * 2 + 2 + 2
     with pytest.raises(ValueError, match="unknown key --params.mlp.'widht'"):
-        runs.StageParams.from_dict({"mlp": {"widht": [8]}})
+        coord_check.StageParams.from_dict({"mlp": {"widht": [8]}})
     with pytest.raises(ValueError, match="arms key"):
-        runs.StageParams.from_dict({"mlp": {"widths": [8], "train": MLP_TRAIN, "arms": {"onlin": None}}})
+        coord_check.StageParams.from_dict({"mlp": {"widths": [8], "train": MLP_TRAIN, "arms": {"onlin": None}}})
     with pytest.raises(ValueError, match="no learning rate for parametrization 'ntk'"):
-        runs.StageParams.from_dict({"lm": {"widths": [8], "train": LM_TRAIN}})  # all three by default
-    cnn = runs.StageParams.from_dict({"cnn": {"widths": [4, 8], "train": CNN_TRAIN, "dataset": "cifar10",
+        coord_check.StageParams.from_dict({"lm": {"widths": [8], "train": LM_TRAIN}})  # all three by default
+    cnn = coord_check.StageParams.from_dict({"cnn": {"widths": [4, 8], "train": CNN_TRAIN, "dataset": "cifar10",
                                               "arms": {"online": ["sp", "mup"]}},
                                       "coord_check": {"models": ["cnn"]}})
     assert cnn.cells() == [("cnn", p, w, "online") for p in ("sp", "mup") for w in (4, 8)]
     with pytest.raises(ValueError, match="cnn.dataset"):
-        runs.StageParams.from_dict({"cnn": {"widths": [4], "train": CNN_TRAIN, "dataset": "cifar100"}})
+        coord_check.StageParams.from_dict({"cnn": {"widths": [4], "train": CNN_TRAIN, "dataset": "cifar100"}})
     with pytest.raises(ValueError, match="mlp.dataset"):
-        runs.StageParams.from_dict({"mlp": {"widths": [8], "train": MLP_TRAIN, "dataset": "cifar10"}})
+        coord_check.StageParams.from_dict({"mlp": {"widths": [8], "train": MLP_TRAIN, "dataset": "cifar10"}})
     with pytest.raises(ValueError, match="kernel_size"):
-        runs.train_params("cnn", {"kernel_size": 2})
+        train_params("cnn", {"kernel_size": 2})
     with pytest.raises(ValueError, match="init_std"):
-        runs.train_params("lm", {"init_std": 0.02})  # the LM keeps its own init (init: model)
+        train_params("lm", {"init_std": 0.02})  # the LM keeps its own init (init: model)
 
 
 def test_eval_steps_and_run_plan():
-    steps = runs.eval_steps(200, 6)
+    steps = eval_steps(200, 6)
     assert steps[0] == 0 and steps[-1] == 200 and steps == sorted(set(steps))
     ratios = np.diff(np.log(steps[1:]))
     assert np.all(ratios > 0) and ratios.max() / ratios.min() < 2  # roughly log-spaced
-    plan = runs.plan_runs(runs.train_params("mlp", {"seeds": [0, 1], "lr_sweep_seeds": [1], "lr_log2_grid": [-1, 0, 2]}))
+    plan = runs.plan_runs(train_params("mlp", {"seeds": [0, 1], "lr_sweep_seeds": [1], "lr_log2_grid": [-1, 0, 2]}))
     assert [(r.seed, r.log2_lr_mult) for r in plan] == [(0, 0.0), (1, -1.0), (1, 0.0), (1, 2.0)]
     assert [r.main for r in plan] == [True, False, True, False]
     assert [r.sweep for r in plan] == [False, True, True, True]
@@ -147,7 +148,7 @@ def test_mlp_cell_outputs_are_complete_and_deterministic(tmp_path, mnist_dir):
     assert not (tmp_path / "ckpt-a").exists()  # checkpoints removed once outputs are written
 
     curves, sweep, meta = pd.read_csv(a / "curves.csv"), pd.read_csv(a / "lr_sweep.csv"), read_json(a / "meta.json")
-    steps = runs.eval_steps(12, 4)
+    steps = eval_steps(12, 4)
     assert list(curves.columns) == runs.CURVE_COLUMNS and list(sweep.columns) == runs.LR_SWEEP_COLUMNS
     assert sorted(curves["seed"].unique()) == [0, 1]
     assert curves.groupby("seed")["step"].apply(list).tolist() == [steps, steps]
@@ -208,7 +209,7 @@ def _patch_module(monkeypatch, *, crash_at=None, nan_at=None):
 
 def test_killed_run_resumes_exactly(tmp_path, mnist_dir, monkeypatch):
     params = _params("mlp")
-    task = runs.make_task("mlp", params, mnist_dir, "online")
+    task = tasks.make_task("mlp", params, mnist_dir, "online")
     run = runs.RunSpec(1, 0.0, main=True, sweep=False)
     full = runs.train_run(task, "mup", 16, run, tmp_path / "full", {})
     _patch_module(monkeypatch, crash_at=8)  # after the checkpoint at step 5
@@ -223,7 +224,7 @@ def test_killed_run_resumes_exactly(tmp_path, mnist_dir, monkeypatch):
 def test_finished_runs_are_not_retrained(tmp_path, mnist_dir, monkeypatch):
     reference = _run_cell(tmp_path, "ref", "mlp", mnist_dir, arm="offline")
     params = _params("mlp")
-    task = runs.make_task("mlp", params, mnist_dir, "offline")
+    task = tasks.make_task("mlp", params, mnist_dir, "offline")
     first = runs.plan_runs(params)[0]
     runs._run_or_resume(task, "mup", 16, first, tmp_path / "ckpt-again", {})  # a killed cell got this far
     calls = []
@@ -255,9 +256,9 @@ def test_lm_cell_and_offline_subset(tmp_path, text_dir):
     # probe rows are the probe windows' positions over the 32-token vocabulary
     assert np.load(out / "probe_logits.npy").shape == (2, len(meta["eval_steps"]), 2 * 8, 32)
     assert np.load(out / "probe_labels.npy").shape == (16,)
-    task = runs.make_task("lm", _params("lm"), text_dir, "offline")
+    task = tasks.make_task("lm", _params("lm"), text_dir, "offline")
     assert len(task.subset) == 8 and task.train_batches(0, 6).n_items == 8
-    online = runs.make_task("lm", _params("lm"), text_dir, "online")
+    online = tasks.make_task("lm", _params("lm"), text_dir, "online")
     assert online.train_batches(0, 6).n_items == online.train.n_windows
 
 
@@ -280,18 +281,18 @@ def test_cnn_cell(tmp_path, mnist_dir):
 
 
 def test_lm_keeps_gpt2_residual_scaling(text_dir):
-    task = runs.make_task("lm", _params("lm", n_layer=2, base_width=8), text_dir, "online")
-    model, plan = runs.parametrized_model(task, "mup", 32, seed=0)
+    task = tasks.make_task("lm", _params("lm", n_layer=2, base_width=8), text_dir, "online")
+    model, plan = tasks.parametrized_model(task, "mup", 32, seed=0)
     assert plan.init == "model"
     c_fc = model.transformer.h[0].mlp.c_fc.weight.std().item()
     c_proj = model.transformer.h[0].attn.c_proj.weight.std().item()
     assert c_proj / c_fc == pytest.approx(1 / math.sqrt(2 * 2), rel=0.1)  # std / sqrt(2 n_layer) survives
-    again, _ = runs.parametrized_model(task, "mup", 32, seed=0)
+    again, _ = tasks.parametrized_model(task, "mup", 32, seed=0)
     assert all(bool((p == q).all()) for p, q in zip(model.parameters(), again.parameters()))  # seeded
 
 
 def test_online_mnist_stream_shifts_images(mnist_dir):
-    task = runs.make_task("mlp", _params("mlp", augment_shift=2, pool=1), mnist_dir, "online")
+    task = tasks.make_task("mlp", _params("mlp", augment_shift=2, pool=1), mnist_dir, "online")
     batches = task.train_batches(seed=3, total_steps=30)
     assert batches.n_items == 30 * 16  # every step sees items no other step sees
     idx = np.array([5, 5 + 192])  # the same image, two different items of the stream
@@ -305,14 +306,14 @@ def test_online_mnist_stream_shifts_images(mnist_dir):
 
 
 def test_coord_check_covers_models_and_is_identical_at_base_width(mnist_dir, text_dir):
-    stage = runs.StageParams.from_dict({
+    stage = coord_check.StageParams.from_dict({
         "mlp": {"widths": [8, 32], "train": MLP_TRAIN},
         "lm": {"widths": [8, 16], "train": LM_TRAIN, "arms": {"online": ["sp", "mup"]}},
         "cnn": {"widths": [4, 8], "train": CNN_TRAIN, "arms": {"online": ["sp", "mup"]}},
         "coord_check": {"steps": 2, "batch_size": 4, "models": ["mlp", "lm", "cnn"]},
     })
-    table = runs.run_coord_check(stage, {"mlp": mnist_dir, "lm": text_dir, "cnn": mnist_dir})
-    assert list(table.columns) == runs.COORD_COLUMNS
+    table = coord_check.run_coord_check(stage, {"mlp": mnist_dir, "lm": text_dir, "cnn": mnist_dir})
+    assert list(table.columns) == coord_check.COORD_COLUMNS
     assert set(table["model"]) == {"mlp", "lm", "cnn"}
     assert set(table[table["model"] == "lm"]["parametrization"]) == {"sp", "mup"}
     assert "transformer.h.0.attn.c_attn" in set(table["layer"]) and "logits" in set(table["layer"])

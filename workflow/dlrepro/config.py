@@ -79,8 +79,8 @@ REGISTRIES: dict[str, Registry] = {
     "arch": Registry("architecture", "dlrepro.models", "ARCHS"),
     "activation": Registry("activation", "dlrepro.models", "ACTIVATION_NAMES"),
     "schedule": Registry("noise schedule", "dlrepro.conformers.diffusion", "SCHEDULES"),
-    "width_model": Registry("width-stage model", "dlrepro.width.runs", "MODELS"),
-    "width_arm": Registry("data arm", "dlrepro.width.runs", "ARMS"),
+    "width_model": Registry("width-stage model", "dlrepro.width.params", "MODELS"),
+    "width_arm": Registry("data arm", "dlrepro.width.params", "ARMS"),
     "dataset": Registry("data set", "dlrepro.data.registry", "DATASETS", static=False),
     "text_dataset": Registry("text data set", "dlrepro.data.registry", "DATASETS", static=False, kind="text"),
     "image_dataset": Registry("image data set", "dlrepro.data.registry", "DATASETS", static=False, kind="images"),
@@ -446,16 +446,17 @@ _WIDTH_INVALID = re.compile(r"^invalid (\S+?)(?: key| entry)? \((.*)\): (.*)$", 
 
 
 def _width_checks(width: dict[str, Any]) -> None:
-    """The width stage's own validation (``dlrepro.width.runs``), its messages given the
-    config's key paths."""
-    from dlrepro.width import runs
+    """The width stage's own validation (``dlrepro.width.params`` and
+    ``dlrepro.width.coord_check``), its messages given the config's key paths."""
+    from dlrepro.width.coord_check import StageParams
+    from dlrepro.width.params import train_params
 
     for model in known_names("width_model"):
         section = width.get(model)
         if not section:
             continue
         try:
-            params = runs.train_params(model, section["train"], f"width.{model}.train")
+            params = train_params(model, section["train"], f"width.{model}.train")
         except ValueError as exc:
             raise ConfigError(_width_message(exc)) from None
         for arm, names in (section["arms"] or {}).items():
@@ -473,7 +474,7 @@ def _width_checks(width: dict[str, Any]) -> None:
                     f"width.{model}.train.head_dim {head_dim} (the number of heads grows with the width)"
                 )
     try:
-        runs.StageParams.from_dict(width, where="width")
+        StageParams.from_dict(width, where="width")
     except ValueError as exc:
         raise ConfigError(_width_message(exc)) from None
 

@@ -330,7 +330,7 @@ LM_DEFAULTS = {"seeds": [0, 1], "lr_sweep_seeds": [0], "lr_log2_grid": [-2, -1, 
 
 
 def width_shapes(ctx: Context, model: str, width: int):
-    """The model of a width cell and its settings (dlrepro.width.runs defaults filled in)."""
+    """The model of a width cell and its settings (dlrepro.width.params defaults filled in)."""
     sec = ctx.cfg["width"][model]
     if model == "mlp":
         p = {**MLP_DEFAULTS, **sec["train"]}

@@ -4,8 +4,8 @@ Subcommands (every output is written atomically):
 
 ``run --params JSON --model {mlp,lm,cnn} --parametrization {sp,ntk,mup} --width W --arm {online,offline} --data-dir DIR --out-dir CELL --ckpt-dir DIR``
     Train one cell: all seeds x learning rates of one (model, parametrization, width,
-    arm). ``--params`` is the model's ``train`` block (:class:`~dlrepro.width.runs.MLPParams`
-    or :class:`~dlrepro.width.runs.LMParams` or :class:`~dlrepro.width.runs.CNNParams`;
+    arm). ``--params`` is the model's ``train`` block (:class:`~dlrepro.width.params.MLPParams`
+    or :class:`~dlrepro.width.params.LMParams` or :class:`~dlrepro.width.params.CNNParams`;
     unknown keys are an error). ``DIR`` is MNIST's folder (``mlp``), a text corpus folder
     (``lm``) or an image folder, MNIST or CIFAR-10 (``cnn``). Writes ``CELL/curves.csv``,
     ``CELL/lr_sweep.csv``, ``CELL/probe_logits.npy``, ``CELL/probe_labels.npy`` and
@@ -14,7 +14,7 @@ Subcommands (every output is written atomically):
     removed once the outputs are written.
 ``coord-check --params JSON [--mnist-dir DIR] [--text-dir DIR] [--cnn-dir DIR] --out coord_check.csv``
     The coordinate check of every model in ``coord_check.models``; ``--params`` is the
-    whole ``width`` block (:class:`~dlrepro.width.runs.StageParams`). Columns ``model,
+    whole ``width`` block (:class:`~dlrepro.width.coord_check.StageParams`). Columns ``model,
     parametrization, width, seed, step, layer, rms, delta_rms``.
 ``merge --cells CELL... --out-dir DIR [--metric train_loss|test_loss]``
     ``DIR/curves.csv`` and ``DIR/lr_sweep.csv`` (the cells' tables concatenated) and
@@ -28,7 +28,8 @@ Subcommands (every output is written atomically):
     One figure (PNG and PDF) from one table; ``--model`` picks the model of the
     coordinate-check figure, ``--metric`` the loss of the lr-sweep figure.
 
-Column lists of every table: :mod:`dlrepro.width.runs` and :mod:`dlrepro.width.analysis`.
+Column lists of every table: :mod:`dlrepro.width.runs`, :mod:`dlrepro.width.coord_check` and
+:mod:`dlrepro.width.analysis`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import pandas as pd
 from dlrepro.io import write_csv
 from dlrepro.log import get_logger
 from dlrepro.parametrization import PARAMETRIZATIONS
-from dlrepro.width.runs import ARMS, MODELS
+from dlrepro.width.params import ARMS, MODELS
 
 
 def _json(text: str, where: str = "--params"):
@@ -51,7 +52,8 @@ def _json(text: str, where: str = "--params"):
 
 
 def cmd_run(args) -> int:
-    from dlrepro.width.runs import run_cell, train_params
+    from dlrepro.width.params import train_params
+    from dlrepro.width.runs import run_cell
 
     params = train_params(args.model, _json(args.params))
     run_cell(args.model, params, args.parametrization, args.width, args.arm,
@@ -60,7 +62,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_coord_check(args) -> int:
-    from dlrepro.width.runs import StageParams, run_coord_check
+    from dlrepro.width.coord_check import StageParams, run_coord_check
 
     stage = StageParams.from_dict(_json(args.params))
     get_logger("width", step="coord-check").info("models %s", stage.coord_check.models)

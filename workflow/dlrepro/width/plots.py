@@ -25,7 +25,8 @@ from matplotlib.ticker import MaxNLocator
 
 from dlrepro import style
 from dlrepro.width.analysis import AGREEMENT_COLUMNS, ENSEMBLE_COLUMNS, lr_optimum, variance_slopes
-from dlrepro.width.runs import COORD_COLUMNS, CURVE_COLUMNS, LR_SWEEP_COLUMNS
+from dlrepro.width.coord_check import COORD_COLUMNS
+from dlrepro.width.runs import CURVE_COLUMNS, LR_SWEEP_COLUMNS
 
 LABELS = {"sp": "SP", "ntk": "NTK", "mup": "μP"}
 ARM_STYLE = {"online": "-", "offline": "--"}

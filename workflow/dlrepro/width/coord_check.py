@@ -1,0 +1,174 @@
+"""The coordinate check of the width stage, and the stage config it reads.
+
+:class:`StageParams` is the whole ``width`` block of the config: the parametrizations, each
+model's :class:`ModelSection` (widths, ``train`` block, arms, the CNN's data set) and the
+``coord_check`` block (:class:`CoordCheckSection`), validated together (also by
+:mod:`dlrepro.config`). :func:`run_coord_check` trains every model of
+``coord_check.models`` for a few full-batch AdamW steps at every width of its config and
+returns the per-layer activation scales (:func:`dlrepro.parametrization.coord_check`),
+columns :data:`COORD_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import pandas as pd
+
+from dlrepro.parametrization import PARAMETRIZATIONS
+from dlrepro.width.params import ARMS, CNN_DATASETS, MODELS, _is_int, _require, check_width, train_params
+from dlrepro.width.tasks import make_task
+
+
+# --------------------------------------------------------------------------- coordinate check
+
+
+@dataclass
+class ModelSection:
+    """One model's block of the stage config: its widths, ``train`` block and arms.
+
+    ``arms`` maps each arm to run to its parametrizations (``null``: the stage's list), e.g.
+    ``{"online": null, "offline": ["mup"]}``.
+    """
+
+    widths: list
+    train: dict = field(default_factory=dict)
+    arms: dict = field(default_factory=lambda: {"online": None, "offline": None})
+    dataset: str | None = None  # cnn only: the image folder (one of CNN_DATASETS; null: mnist)
+
+
+@dataclass
+class CoordCheckSection:
+    """The ``coord_check`` block: a few full-batch AdamW steps on a fixed training batch."""
+
+    models: list = field(default_factory=lambda: ["mlp", "lm"])
+    steps: int = 5
+    seeds: list = field(default_factory=lambda: [0])
+    batch_size: int = 32
+    lr_mult: float = 1.0  # multiplies each parametrization's base lr (params.lr)
+
+
+@dataclass
+class StageParams:
+    """The whole ``width`` block of the config (what ``coord-check`` reads)."""
+
+    parametrizations: list = field(default_factory=lambda: list(PARAMETRIZATIONS))
+    mlp: ModelSection | None = None
+    lm: ModelSection | None = None
+    cnn: ModelSection | None = None
+    coord_check: CoordCheckSection = field(default_factory=CoordCheckSection)
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "--params") -> "StageParams":
+        def check_keys(d, klass, w):
+            if not isinstance(d, dict):
+                raise ValueError(f"{w} must be a JSON object, got {d!r}")
+            known = [f.name for f in fields(klass)]
+            for key in d:
+                if key not in known:
+                    raise ValueError(f"unknown key {w}.{key!r}; known keys: {known}")
+
+        check_keys(raw, cls, where)
+        kwargs = dict(raw)
+        for model in MODELS:
+            if raw.get(model) is not None:
+                check_keys(raw[model], ModelSection, f"{where}.{model}")
+                if "widths" not in raw[model]:
+                    raise ValueError(f"{where}.{model}.widths is required")
+                kwargs[model] = ModelSection(**raw[model])
+        if "coord_check" in raw:
+            check_keys(raw["coord_check"], CoordCheckSection, f"{where}.coord_check")
+            kwargs["coord_check"] = CoordCheckSection(**raw["coord_check"])
+        stage = cls(**kwargs)
+        stage.validate(where)
+        return stage
+
+    def validate(self, where: str) -> None:
+        for p in self.parametrizations:
+            _require(p in PARAMETRIZATIONS, f"{where}.parametrizations entry (one of {list(PARAMETRIZATIONS)})", p)
+        for model in MODELS:
+            section = self.section(model)
+            if section is None:
+                continue
+            w = f"{where}.{model}"
+            if model == "cnn":
+                _require(section.dataset is None or section.dataset in CNN_DATASETS,
+                         f"{w}.dataset (one of {list(CNN_DATASETS)} or null)", section.dataset)
+            else:
+                _require(section.dataset is None, f"{w}.dataset (only the cnn block has one)", section.dataset)
+            params = train_params(model, section.train, f"{w}.train")
+            _require(isinstance(section.widths, list) and len(section.widths) > 0, f"{w}.widths", section.widths)
+            for width in section.widths:
+                check_width(model, params, width)
+            _require(isinstance(section.arms, dict) and section.arms, f"{w}.arms (an object arm -> parametrizations)", section.arms)
+            for arm, names in section.arms.items():
+                _require(arm in ARMS, f"{w}.arms key (one of {list(ARMS)})", arm)
+                _require(names is None or isinstance(names, list), f"{w}.arms.{arm} (a list or null)", names)
+                for p in self.parametrizations_of(model, arm):
+                    _require(p in PARAMETRIZATIONS, f"{w}.arms.{arm} entry (one of {list(PARAMETRIZATIONS)})", p)
+                    params.lr_for(p)
+        cc = self.coord_check
+        for model in cc.models:
+            _require(model in MODELS and self.section(model) is not None,
+                     f"{where}.coord_check.models entry (a model with a config block)", model)
+        for name in ("steps", "batch_size"):
+            _require(_is_int(getattr(cc, name)) and getattr(cc, name) >= 1,
+                     f"{where}.coord_check.{name} (a positive int)", getattr(cc, name))
+        _require(isinstance(cc.seeds, list) and cc.seeds and all(_is_int(s) and s >= 0 for s in cc.seeds),
+                 f"{where}.coord_check.seeds", cc.seeds)
+        _require(isinstance(cc.lr_mult, (int, float)) and cc.lr_mult > 0, f"{where}.coord_check.lr_mult", cc.lr_mult)
+
+    def section(self, model: str) -> ModelSection | None:
+        return getattr(self, model)
+
+    def parametrizations_of(self, model: str, arm: str | None = None) -> list[str]:
+        """The parametrizations of ``model`` in ``arm`` (all its arms' when ``arm`` is None)."""
+        section = self.section(model)
+        if section is None:
+            return []
+        arms = [arm] if arm is not None else list(section.arms)
+        names = [p for a in arms for p in (section.arms.get(a) or self.parametrizations)]
+        return sorted(set(names), key=list(PARAMETRIZATIONS).index)
+
+    def cells(self) -> list[tuple[str, str, int, str]]:
+        """Every (model, parametrization, width, arm) the stage trains."""
+        return [(model, p, width, arm) for model in MODELS if self.section(model)
+                for arm in self.section(model).arms for p in self.parametrizations_of(model, arm)
+                for width in self.section(model).widths]
+
+
+COORD_COLUMNS = ["model", "parametrization", "width", "seed", "step", "layer", "rms", "delta_rms"]
+
+
+def run_coord_check(stage: StageParams, data_dirs: dict[str, str | Path]) -> pd.DataFrame:
+    """The coordinate-check table (:func:`dlrepro.parametrization.coord_check`) of every model
+    in ``stage.coord_check.models``: the model at every width of its config, trained for
+    ``steps`` full-batch AdamW steps on the first ``batch_size`` training items of the online
+    arm at ``lr_mult`` times each parametrization's base lr. Columns :data:`COORD_COLUMNS`."""
+    import torch
+
+    from dlrepro.parametrization import coord_check
+
+    cc = stage.coord_check
+    frames = []
+    for model in cc.models:
+        if model not in data_dirs or data_dirs[model] is None:
+            raise ValueError(f"coord-check of model {model!r} needs its data folder")
+        section = stage.section(model)
+        params = train_params(model, section.train, f"params.{model}.train")
+        task = make_task(model, params, data_dirs[model], "online")
+        x, y = task.train_eval
+        if cc.batch_size > len(x):
+            raise ValueError(f"coord_check.batch_size={cc.batch_size} exceeds n_train_eval={len(x)} of {model}")
+        torch.set_num_threads(int(params.compute.get("num_threads") or 1))
+        for seed in cc.seeds:
+            for p in stage.parametrizations_of(model):
+                frame = coord_check(
+                    task.build, sorted(section.widths), p, cc.steps, (x[: cc.batch_size], y[: cc.batch_size]),
+                    base_width=params.base_width, optimizer="adamw", lr=params.lr_for(p) * cc.lr_mult,
+                    seed=seed, init=params.init, init_std=params.init_std, output_mult=params.output_mult,
+                    attn_mult=task.attn_mult(p),
+                )
+                frames.append(frame.assign(model=model))
+    return pd.concat(frames, ignore_index=True)[COORD_COLUMNS]
