@@ -42,7 +42,7 @@ def _require(ok: bool, where: str, value) -> None:
 
 @dataclass
 class TrainParams:
-    """Training settings shared by both tasks (the ``train`` block of a model's config)."""
+    """Training settings shared by the three tasks (MLP, LM, CNN) (the ``train`` block of a model's config)."""
 
     # defaults: the MLP at the scale measured for the default preset (base-width optimum of
     # Adam's lr about 0.018 after 150 steps; SP's optimum at width 512 about 0.009)
