@@ -115,7 +115,7 @@ def _resample_objectives(fit) -> np.ndarray:
     from dlrepro.scaling.problem import objective_batch
 
     pb = fit.problem
-    X = np.exp(pb.lX) * pb.x_ref
+    X = np.asarray(fit.data["X"])  # the points fitted
     unit, labels, _ = _units(len(X), None)
     counts, _ = draw_resamples(X, labels, fit.bootstrap["n_resamples"], fit.bootstrap["seed"], unit, pb.n_free)
     return objective_batch(fit.theta_draws, pb.lX, pb.ly, counts[:, labels].astype(float), pb.delta, pb.loss)

@@ -28,10 +28,11 @@ MAX_REDRAWS = 1000  # redraws of degenerate resamples before giving up
 
 def is_fittable(X: np.ndarray, n_params: int | None = None) -> bool:
     """Whether a subset of validated points still has enough distinct x to fit a law of
-    ``n_params`` parameters (default ``1 + 2k``)."""
-    if any(len(np.unique(X[:, j])) < MIN_DISTINCT for j in range(X.shape[1])):
+    ``n_params`` parameters (default ``1 + 2k``): ``MIN_DISTINCT`` values of each variable
+    and ``n_params`` distinct points."""
+    if len(X) == 0:
         return False
-    return len(np.unique(X, axis=0)) >= (1 + 2 * X.shape[1] if n_params is None else n_params)
+    return bool(_fittable_counts(X, np.arange(len(X)), n_params)(np.ones((1, len(X))))[0])
 
 
 def _units(n: int, seeds) -> tuple[str, np.ndarray, int | None]:
@@ -46,8 +47,9 @@ def _units(n: int, seeds) -> tuple[str, np.ndarray, int | None]:
 
 
 def _fittable_counts(X: np.ndarray, labels: np.ndarray, n_params: int | None):
-    """A vectorised :func:`is_fittable` of resamples given as unit counts: returns a function
-    mapping counts (B, n_units) to a mask (B,) of those whose points can be fitted."""
+    """:func:`is_fittable` of many subsets of the rows of ``X`` at once, each given as counts
+    of the units (``labels``: each row's unit): returns a function mapping counts
+    (B, n_units) to a mask (B,) of the subsets whose points can be fitted."""
     n_params = 1 + 2 * X.shape[1] if n_params is None else n_params
     codes = [np.unique(X[:, j], return_inverse=True)[1].ravel() for j in range(X.shape[1])]
     codes.append(np.unique(X, axis=0, return_inverse=True)[1].ravel())
@@ -158,9 +160,10 @@ def leave_one_out(problem: Problem, X: np.ndarray, theta_hat: np.ndarray, option
     points, inverse = np.unique(X, axis=0, return_inverse=True)
     inverse = inverse.ravel()
     errors = np.full(len(points), np.nan)
-    held = [i for i in range(len(points)) if is_fittable(X[inverse != i], problem.n_free)]
-    if held:
-        W = np.array([(inverse != i).astype(float) for i in held])
+    # each distinct point is a unit: hold out one at a time
+    held = np.flatnonzero(_fittable_counts(X, inverse, problem.n_free)(1 - np.eye(len(points), dtype=np.int64)))
+    if len(held):
+        W = (inverse[None, :] != held[:, None]).astype(float)
         if options.solver == "lbfgs":
             from dlrepro.log import get_logger
 

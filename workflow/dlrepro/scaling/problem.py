@@ -111,7 +111,11 @@ def objective(theta, lX, ly, w, delta, loss="huber_log"):
 
 def objective_batch(thetas, lX, ly, w, delta, loss="huber_log") -> np.ndarray:
     """Objective values (without gradient) of a batch of parameter vectors (S, p)."""
-    lse, _ = log_model(thetas, lX)
+    return _weighted_loss(log_model(thetas, lX)[0], ly, w, delta, loss)
+
+
+def _weighted_loss(lse, ly, w, delta, loss) -> np.ndarray:
+    """The objective at ``lse`` (..., n) with row weights ``w``, summed over the last axis."""
     if loss == "huber_log":
         return (w * huber(delta, lse - ly)).sum(axis=-1) / delta
     return (w * _squares(lse, ly)).sum(axis=-1)
@@ -163,13 +167,6 @@ class Levels:
             return lse
         inv = 1.0 / total
         return lse, u0 * inv, np.stack(uj, axis=1) * inv[:, None, :]
-
-
-def _loss_values(lse, ly, delta, loss):
-    """Per-point objective (S, n) at ``lse``: Huber of log residuals / delta, or squares."""
-    if loss == "huber_log":
-        return huber(delta, lse - ly) / delta
-    return _squares(lse, ly)
 
 
 def _derivatives(theta, levels: Levels, ly, W, delta, loss="huber_log"):
@@ -374,9 +371,7 @@ class Problem:
     def stationary(self, x, jac, fun, success: bool = False) -> bool:
         """Converged: L-BFGS-B says so, or it stopped (line search at machine precision)
         where the projected gradient vanishes relative to the objective."""
-        lo, hi = self.lo_hi
-        projected = projected_gradient(x, jac, lo, hi)
-        return bool(success or np.abs(projected).max() <= 1e-5 * max(1.0, abs(fun)))
+        return bool(success or self._stationary_batch(x[None], jac[None], np.array([fun]))[0])
 
     def _stationary_batch(self, theta, g, f) -> np.ndarray:
         """:meth:`stationary` (without L-BFGS-B's own verdict) of a batch."""
@@ -419,8 +414,7 @@ class Problem:
         problem ``s`` with row weights ``W[s]``."""
         S, L, p = phi.shape
         lse = self.levels.terms(self.expand(phi.reshape(S * L, p)), weights=False)
-        values = _loss_values(lse.reshape(S, L, -1), self.ly, self.delta, self.loss)
-        return (values * W[:, None, :]).sum(axis=2)
+        return _weighted_loss(lse.reshape(S, L, -1), self.ly, W[:, None, :], self.delta, self.loss)
 
     def _bound_starts(self, theta, g, which: np.ndarray):
         """Starts at the bounds the gradient pushes towards, for the problems ``which``:
