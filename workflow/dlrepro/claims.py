@@ -33,8 +33,9 @@ NOT_REPRODUCED = "not reproduced"
 NOT_RESOLVED = "not resolved at this scale"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_RESOLVED)
 
-#: fewer independent units than this cannot give an interval: the claim is not resolved
-MIN_UNITS = 2
+#: fewer independent units than this give no verdict: the claim is not resolved (two units
+#: make a "95% interval" from two numbers; no method covers at its nominal level there)
+MIN_UNITS = 3
 
 #: the columns of ``claims.csv``, in order (documented in the README, "Claims")
 COLUMNS = [
@@ -142,6 +143,59 @@ def bootstrap_ci(units: np.ndarray | Sequence, statistic: Callable[[np.ndarray],
     alpha = (1 - level) / 2
     lo, hi = np.quantile(draws, [alpha, 1 - alpha])
     return value, float(lo), float(hi)
+
+
+def t_interval(values: np.ndarray | Sequence, *, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t interval of independent per-unit values (one per seed, per
+    initialisation, per run): ``mean +- t_{n-1} * sd / sqrt(n)``. For a paired design pass
+    the per-unit differences. NaN bounds with fewer than :data:`MIN_UNITS` finite values."""
+    from scipy import stats
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    n = x.size
+    mean = float(x.mean()) if n else math.nan
+    if n < MIN_UNITS:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half
+
+
+def fieller_interval(num: np.ndarray | Sequence, den: np.ndarray | Sequence, *,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """Ratio of means ``mean(num) / mean(den)`` over paired units and its Fieller interval
+    (Student-t with ``n - 1`` degrees of freedom, the units' covariance of numerator and
+    denominator included). The interval is the set of ratios ``q`` for which
+    ``mean(num) - q * mean(den)`` is not significantly different from 0; it is bounded only
+    when the denominator's mean is significantly away from 0, otherwise the bounds are NaN
+    (the ratio is not determined at this scale). Units with a non-finite value are dropped."""
+    from scipy import stats
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    a = np.asarray(num, dtype=float).ravel()
+    b = np.asarray(den, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"numerator and denominator differ in length: {a.size} vs {b.size}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    n = a.size
+    ma, mb = (float(a.mean()), float(b.mean())) if n else (math.nan, math.nan)
+    ratio = ma / mb if n and mb != 0 else math.nan
+    if n < MIN_UNITS:
+        return ratio, math.nan, math.nan
+    cov = np.cov(np.stack([a, b]), ddof=1) / n
+    t2 = float(stats.t.ppf(0.5 + level / 2, n - 1)) ** 2
+    qa = mb * mb - t2 * cov[1, 1]
+    qb = ma * mb - t2 * cov[0, 1]
+    qc = ma * ma - t2 * cov[0, 0]
+    disc = qb * qb - qa * qc
+    if qa <= 0 or disc < 0:
+        return ratio, math.nan, math.nan
+    root = math.sqrt(disc)
+    return ratio, (qb - root) / qa, (qb + root) / qa
 
 
 def bootstrap_cis(units: np.ndarray | Sequence, statistic: Callable[[np.ndarray], np.ndarray], *,
