@@ -86,7 +86,7 @@ def make_model(setup: Setup):
 
 
 def _optim():
-    from dlrepro.collapse.cli import OptimConfig
+    from dlrepro.collapse.params import OptimConfig
 
     return OptimConfig(lr=1e-3, warmup_steps=5, batch_size=16)
 

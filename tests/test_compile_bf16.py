@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlrepro.collapse.cli import OptimConfig
+from dlrepro.collapse.params import OptimConfig
 from dlrepro.collapse.module import LanguageModel
 from dlrepro.models.transformer import TransformerConfig
 from dlrepro.training import StepBatches, TrainSettings, fit

@@ -32,7 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from dlrepro.models.transformer import apply_rotary
-from dlrepro.sampling import EOS_CHECK_EVERY, SamplingConfig, document_uniforms, inverse_cdf_token
+from dlrepro.sampling_rule import EOS_CHECK_EVERY, SamplingConfig, document_uniforms, inverse_cdf_token
 
 
 def kv_cache_bytes(n_layer: int, d_model: int, batch_size: int, max_new_tokens: int,

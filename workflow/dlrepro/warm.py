@@ -132,11 +132,11 @@ def _child(request: dict, fds: list[int], sockets: list[socket.socket], server: 
         import random
 
         random.seed()  # a fresh process would seed from the OS; every job seeds its own streams
-        import dlrepro.__main__ as entry
+        from dlrepro import commands
 
-        sys.argv = [entry.__file__, *request["argv"]]
+        sys.argv = [str(Path(commands.__file__).with_name("__main__.py")), *request["argv"]]
         try:
-            status = int(entry.run(list(request["argv"])) or 0)
+            status = int(commands.run(list(request["argv"])) or 0)
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             if not isinstance(exc.code, int) and exc.code is not None:

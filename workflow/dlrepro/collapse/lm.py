@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, fields
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,9 +33,6 @@ import torch
 from dlrepro.collapse.corpus import TokenFile
 from dlrepro.io import save_torch, sha256_file
 from dlrepro.models.transformer import Transformer, TransformerConfig
-
-if TYPE_CHECKING:
-    from dlrepro.collapse.cli import OptimConfig
 
 
 class TokenStream:

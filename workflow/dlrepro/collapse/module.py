@@ -6,7 +6,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from dlrepro.collapse.cli import OptimConfig  # noqa: F401 (type of optim)
+from dlrepro.collapse.params import OptimConfig
 from dlrepro.models.transformer import Transformer, TransformerConfig
 from dlrepro.training import warmup_cosine
 

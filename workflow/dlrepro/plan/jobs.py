@@ -145,7 +145,8 @@ class Context:
 # --------------------------------------------------------------------------- helpers
 
 
-def _wc(**kw) -> str:
+def wildcard_text(**kw) -> str:
+    """A job's wildcards as Snakemake prints them: ``k=v,k=v``."""
     return ",".join(f"{k}={v}" for k, v in kw.items())
 
 

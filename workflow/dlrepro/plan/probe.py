@@ -52,7 +52,7 @@ def _build(spec: dict):
         x = torch.randint(0, V, (B, T), generator=g)
         y = torch.randint(0, V, (B, T), generator=g)
         if kind == "lm":
-            from dlrepro.collapse.cli import OptimConfig
+            from dlrepro.collapse.params import OptimConfig
             from dlrepro.collapse.module import LanguageModel
 
             module = LanguageModel(cfg, OptimConfig(), total_steps=10)

@@ -23,7 +23,7 @@ from dlrepro.plan.jobs import (
     TOKENIZE_BYTES_PER_S,
     Context,
     Job,
-    _wc,
+    wildcard_text,
     lm_eval_job,
     lm_sample_job,
     lm_train_job,
@@ -58,7 +58,7 @@ def data_jobs(ctx: Context) -> Iterator[Job]:
     text_cfg, img_cfg = cfg["data"]["text"], cfg["data"]["images"]
     for ds in sorted(needed | ({"moses"} if conf_moses else set())):
         for i in range(files[ds]):
-            j = ctx.job("data", "download", _wc(dataset=ds, file=i + 1))
+            j = ctx.job("data", "download", wildcard_text(dataset=ds, file=i + 1))
             if ds in TEXT_FIGURES:
                 j.disk_bytes = TEXT_FIGURES[ds]["raw_bytes"] / files[ds]
             elif ds in ("mnist", "cifar10"):
@@ -66,7 +66,7 @@ def data_jobs(ctx: Context) -> Iterator[Job]:
             yield j
         if ds in TEXT_FIGURES:
             td = text_data(ds, text_cfg, cfg["seed"], ctx.results)
-            j = ctx.job("data", "prepare_text", _wc(dataset=ds), unit="tokens",
+            j = ctx.job("data", "prepare_text", wildcard_text(dataset=ds), unit="tokens",
                         work=td.train_tokens + td.val_tokens + td.test_tokens)
             j.seconds = STARTUP_S + 2.0 * td.chars / TOKENIZE_BYTES_PER_S  # BPE training + encoding
             tb = 2 if text_cfg["token_dtype"] == "uint16" else 4
@@ -76,7 +76,7 @@ def data_jobs(ctx: Context) -> Iterator[Job]:
             yield j
         elif ds in ("mnist", "cifar10"):
             im = image_data(ds, img_cfg, ctx.results)
-            j = ctx.job("data", "prepare_images", _wc(dataset=ds), unit="images", work=im.n_train + im.n_test)
+            j = ctx.job("data", "prepare_images", wildcard_text(dataset=ds), unit="images", work=im.n_train + im.n_test)
             j.disk_bytes = (im.n_train + im.n_test) * (im.pixels * 4 + 8)
             j.host_mb = ctx.host_overhead_mb + 2.0 * j.disk_bytes / 1e6
             j.seconds = STARTUP_S + j.disk_bytes / 200e6
@@ -115,18 +115,18 @@ def collapse_jobs(ctx: Context) -> Iterator[Job]:
         R, S = td.train_tokens, td.train_documents * syn_doc  # real and one synthetic corpus, tokens
         name = m["name"]
         for seed in cc["seeds"]:
-            yield ctx.job("collapse", "collapse_real_spec", _wc(model=name, seed=seed))
-            j = ctx.job("collapse", "collapse_train_gen0", _wc(model=name, seed=seed), kind=f"collapse_train_gen0[{name}]")
+            yield ctx.job("collapse", "collapse_real_spec", wildcard_text(model=name, seed=seed))
+            j = ctx.job("collapse", "collapse_train_gen0", wildcard_text(model=name, seed=seed), kind=f"collapse_train_gen0[{name}]")
             yield lm_train_job(ctx, j, shape, R, cc["optim"], cc["eval"], td.val_tokens)
-            yield lm_eval_job(ctx, ctx.job("collapse", "collapse_evaluate", _wc(model=name, seed=seed, gen=0),
+            yield lm_eval_job(ctx, ctx.job("collapse", "collapse_evaluate", wildcard_text(model=name, seed=seed, gen=0),
                                            kind=f"collapse_evaluate[{name}]"), shape, td.test_tokens, cc["eval"]["batch_size"])
             if G >= 1:
-                j = ctx.job("collapse", "collapse_sample_gen1", _wc(model=name, seed=seed),
+                j = ctx.job("collapse", "collapse_sample_gen1", wildcard_text(model=name, seed=seed),
                             kind=f"collapse_sample[{name}]")
                 yield lm_sample_job(ctx, j, shape, td.train_documents, td.tokens_per_document, cc["sampling"], token_bytes)
             for policy in cc["policies"]:
                 for g in range(1, G + 1):
-                    wc = _wc(model=name, seed=seed, policy=policy, gen=g)
+                    wc = wildcard_text(model=name, seed=seed, policy=policy, gen=g)
                     yield ctx.job("collapse", "collapse_mix", wc)
                     if policy == "replace":
                         tokens = S
@@ -150,7 +150,7 @@ def collapse_jobs(ctx: Context) -> Iterator[Job]:
 def curves_jobs(ctx: Context, stage: str) -> Iterator[Job]:
     """The stage's training-curves table and figure (workflow/rules/curves.smk)."""
     for rule in ("curves_table", "curves_figure"):
-        yield ctx.job(stage, rule, _wc(stage=stage))
+        yield ctx.job(stage, rule, wildcard_text(stage=stage))
 
 
 def scaling_jobs(ctx: Context) -> Iterator[Job]:
@@ -161,7 +161,7 @@ def scaling_jobs(ctx: Context) -> Iterator[Job]:
     shape = transformer_shape(m, cfg["data"]["text"]["vocab_size"])
     for f in sc["data_sweep"]["fractions"]:
         for seed in sc["data_sweep"]["seeds"]:
-            wc = _wc(model=name, frac=f, seed=seed)
+            wc = wildcard_text(model=name, frac=f, seed=seed)
             yield ctx.job("scaling", "scaling_data_spec", wc)
             j = ctx.job("scaling", "scaling_data_train", wc, kind=f"scaling_data_train[{name}]")
             yield lm_train_job(ctx, j, shape, td.train_tokens * f, cc["optim"], cc["eval"], td.val_tokens)
@@ -218,12 +218,12 @@ def vae_jobs(ctx: Context) -> Iterator[Job]:
     cl.disk_bytes = 1e6
     yield cl
     for seed in vc["seeds"]:
-        yield train(ctx.job("vae", "vae_train_gen0", _wc(seed=seed)), im.n_train)
-        yield sample(ctx.job("vae", "vae_sample", _wc(seed=seed, gen=0)))
-        yield evaluate(ctx.job("vae", "vae_evaluate", _wc(seed=seed, gen=0)))
+        yield train(ctx.job("vae", "vae_train_gen0", wildcard_text(seed=seed)), im.n_train)
+        yield sample(ctx.job("vae", "vae_sample", wildcard_text(seed=seed, gen=0)))
+        yield evaluate(ctx.job("vae", "vae_evaluate", wildcard_text(seed=seed, gen=0)))
         for policy in vc["policies"]:
             for g in range(1, G + 1):
-                wc = _wc(seed=seed, policy=policy, gen=g)
+                wc = wildcard_text(seed=seed, policy=policy, gen=g)
                 yield ctx.job("vae", "vae_mix", wc)
                 n = {"replace": im.n_train, "accumulate": (g + 1) * im.n_train}.get(policy, im.n_train)
                 yield train(ctx.job("vae", "vae_train", wc), n)
@@ -292,13 +292,13 @@ def conformers_jobs(ctx: Context) -> Iterator[Job]:
         yield ctx.job("conformers", "conformers_prepare", unit="conformers",
                       work=md.n_train_conformers + md.n_test_conformers)
     for seed in cf["seeds"]:
-        yield train(ctx.job("conformers", "conformers_train_gen0", _wc(seed=seed)), md.n_train_conformers)
-        yield evaluate(ctx.job("conformers", "conformers_evaluate", _wc(seed=seed, gen=0)))
+        yield train(ctx.job("conformers", "conformers_train_gen0", wildcard_text(seed=seed)), md.n_train_conformers)
+        yield evaluate(ctx.job("conformers", "conformers_evaluate", wildcard_text(seed=seed, gen=0)))
         if G >= 1:
-            yield sample(ctx.job("conformers", "conformers_sample_gen1", _wc(seed=seed), kind="conformers_sample"))
+            yield sample(ctx.job("conformers", "conformers_sample_gen1", wildcard_text(seed=seed), kind="conformers_sample"))
         for policy in cf["policies"]:
             for g in range(1, G + 1):
-                wc = _wc(seed=seed, policy=policy, gen=g)
+                wc = wildcard_text(seed=seed, policy=policy, gen=g)
                 yield ctx.job("conformers", "conformers_mix", wc)
                 n = md.n_train_conformers * ((g + 1) if policy == "accumulate" else 1)
                 yield train(ctx.job("conformers", "conformers_train", wc), n)
@@ -306,7 +306,7 @@ def conformers_jobs(ctx: Context) -> Iterator[Job]:
                 if g >= 2:
                     yield sample(ctx.job("conformers", "conformers_sample", wc))
     for seed in cf["seeds"]:  # the RDKit ETKDGv3 row: embedding and the same metrics, on the CPU
-        j = evaluate(ctx.job("conformers", "conformers_baseline", _wc(seed=seed)))
+        j = evaluate(ctx.job("conformers", "conformers_baseline", wildcard_text(seed=seed)))
         j.flops, j.seconds, j.notes = 0.0, j.seconds, j.notes[-1:]
         yield j
     for rule in ("conformers_summary", "conformers_figure", "conformers_drawing"):
@@ -359,7 +359,7 @@ def width_jobs(ctx: Context) -> Iterator[Job]:
                 for w in sec["widths"]:
                     shape, p = width_shapes(ctx, model, w)
                     runs = _width_runs(sec["train"], defaults[model])
-                    j = ctx.job("width", "width_run", _wc(model=model, arm=arm, param=param, width=w),
+                    j = ctx.job("width", "width_run", wildcard_text(model=model, arm=arm, param=param, width=w),
                                 kind=f"width_run[{model}]")
                     B, steps = p["batch_size"], p["steps"]
                     evals = p["eval_points"] * (p["n_test"] + p["n_train_eval"])
@@ -396,9 +396,9 @@ def width_jobs(ctx: Context) -> Iterator[Job]:
     for rule in ("width_merge", "width_agreement", "width_ensembles"):
         yield ctx.job("width", rule)
     for kind in ("curves", "lr_sweep", "coord_check", "agreement", "ensembles"):
-        yield ctx.job("width", "width_figure", _wc(kind=kind))
+        yield ctx.job("width", "width_figure", wildcard_text(kind=kind))
     for model in models[1:]:  # the first model's coordinate check is width_coord_check.png
-        yield ctx.job("width", "width_coord_check_figure", _wc(model=model))
+        yield ctx.job("width", "width_coord_check_figure", wildcard_text(model=model))
 
 
 def init_jobs(ctx: Context) -> Iterator[Job]:
@@ -428,7 +428,7 @@ def init_jobs(ctx: Context) -> Iterator[Job]:
         depth = max(1, round(r * w))
         P = in_dim * w + depth * w * w + w * 10
         for init in trn["inits"]:
-            j = ctx.job("init", "init_train", _wc(init=init, ratio=f"{r:g}"), unit="examples")
+            j = ctx.job("init", "init_train", wildcard_text(init=init, ratio=f"{r:g}"), unit="examples")
             j.work = float(runs * trn["steps"] * trn["n_train"])
             j.flops = runs * trn["steps"] * 6.0 * trn["n_train"] * P
             j.seconds = ctx.seconds(j.flops)
@@ -437,7 +437,7 @@ def init_jobs(ctx: Context) -> Iterator[Job]:
     for rule in ("init_compare", "init_analyse"):
         yield ctx.job("init", rule)
     for kind in ("fluctuations", "ntk", "training"):
-        yield ctx.job("init", "init_figure", _wc(kind=kind))
+        yield ctx.job("init", "init_figure", wildcard_text(kind=kind))
 
 
 STAGES = {

@@ -93,7 +93,7 @@ from threadpoolctl import threadpool_limits
 from dlrepro.log import get_logger
 from dlrepro.scaling.bootstrap import MIN_DISTINCT, bootstrap, is_fittable, leave_one_out
 from dlrepro.scaling.problem import LBFGS_OPTIONS, LOSSES, Problem, log_model
-from dlrepro.scaling.result import PARAM_NAMES, FitResult, _plain  # FitResult, PARAM_NAMES: re-exported
+from dlrepro.scaling.result import PARAM_NAMES, FitResult, plain_value  # FitResult, PARAM_NAMES: re-exported
 from dlrepro.scaling.tables import WIDTH_SWEEP_COLUMNS, prediction_frame, width_sweep_points  # re-exported
 
 # the old private names, for callers that used them
@@ -406,7 +406,7 @@ def _fit_law(X, y, x_names, y_name, seeds, options, log_context, param_names, ro
         regime=regime,
         warnings=[],
         x_range=[(float(X[:, j].min()), float(X[:, j].max())) for j in range(k)],
-        data={"X": X.tolist(), "y": y.tolist(), "seed": None if seeds is None else list(map(_plain, seeds))},
+        data={"X": X.tolist(), "y": y.tolist(), "seed": None if seeds is None else list(map(plain_value, seeds))},
         theta_hat=theta_hat,
         theta_draws=theta_draws,
         problem=problem,

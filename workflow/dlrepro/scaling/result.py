@@ -167,6 +167,6 @@ def _nan_to_none(obj):
     return obj
 
 
-def _plain(v):
+def plain_value(v):
     """numpy scalar -> plain Python value (for JSON)."""
     return v.item() if isinstance(v, np.generic) else v

@@ -22,6 +22,7 @@ import pandas as pd
 from dlrepro.io import sha256_bytes, sha256_file
 from dlrepro.log import get_logger
 from dlrepro.scaling.bootstrap import is_fittable
+from dlrepro.scaling.result import plain_value
 from dlrepro.scaling.fit import (
     FIT_COLUMNS,
     NAMINGS,
@@ -259,10 +260,6 @@ def groups_of(sweep: SweepSpec, table: pd.DataFrame):
     return [(g[0] if isinstance(g, tuple) else g, part) for g, part in table.groupby(sweep.group, sort=True)]
 
 
-def _plain(v):
-    return v.item() if isinstance(v, np.generic) else v
-
-
 def run_sweeps(params: ScalingParams):
     """Fit every (sweep, group).
 
@@ -276,7 +273,7 @@ def run_sweeps(params: ScalingParams):
         table = load_sweep_table(sweep)
         sweep_record["input"] = input_record(sweep, table)
         for group, part in groups_of(sweep, table):
-            group = _plain(group)
+            group = plain_value(group)
             label = {"sweep": sweep.name, "group_column": sweep.group or "", "group": group}
             where = f"sweep {sweep.name!r}" + (f", {sweep.group}={group!r}" if sweep.group else "")
             X = part[sweep.x_columns].to_numpy(dtype=float)
