@@ -7,13 +7,14 @@ import dataclasses
 import json
 import math
 from typing import Any, TypeVar
+from dlrepro.errors import ParamsError
 
 T = TypeVar("T")
 
 
 def _check_finite(obj: Any, where: str) -> None:
     if isinstance(obj, float) and not math.isfinite(obj):
-        raise ValueError(f"{where}: {obj} is not a finite number")
+        raise ParamsError(f"{where}: {obj} is not a finite number")
     if isinstance(obj, dict):
         for k, v in obj.items():
             _check_finite(v, f"{where}.{k}")
@@ -28,7 +29,7 @@ def load_json(text: str, where: str = "--params") -> Any:
     try:
         data = json.loads(text)  # NaN / Infinity parse, and are rejected with their key below
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{where} is not valid JSON: {exc}") from None
+        raise ParamsError(f"{where} is not valid JSON: {exc}") from None
     _check_finite(data, where)
     return data
 
@@ -43,9 +44,9 @@ def parse_params(text: str | dict | None, cls: type[T], where: str = "--params",
         data = dict(text)
         _check_finite(data, where)
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        raise ParamsError(f"{where}: expected a JSON object, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} for {cls.__name__}; known: {sorted(known)}")
+        raise ParamsError(f"{where}: unknown key {unknown[0]!r} for {cls.__name__}; known: {sorted(known)}")
     return cls(**{**data, **overrides})

@@ -44,15 +44,13 @@ from typing import Any, Iterable
 import yaml
 from jsonschema import Draft202012Validator, ValidationError, validators
 
+from dlrepro.errors import ConfigError  # noqa: F401 (raised here; imported from here by callers)
+
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "config.yaml"  # the Snakefile's `configfile:`
 MIRROR_ENV = "DLREPRO_DATA_MIRROR"  # as dlrepro.data.download (not imported: it logs)
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key."""
 
 
 # --------------------------------------------------------------------------- registries

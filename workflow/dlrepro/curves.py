@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dlrepro.errors import InputFileError, UserError
 from dlrepro.io import read_json, write_csv
 
 STEP_COLUMNS = ["step", "train_loss", "lr", "val_loss"]
@@ -74,7 +75,7 @@ def job_rows(metrics: dict, keys: dict[str, str], path: str | os.PathLike | None
 def table(paths: list[str | os.PathLike], keys: dict[str, str]) -> pd.DataFrame:
     """The curves of every job in ``paths`` (``train_metrics.json`` files), sorted by key."""
     if not paths:
-        raise ValueError("no train_metrics.json files given")
+        raise UserError("no train_metrics.json files given")
     frames = [job_rows(read_json(p), keys, p) for p in paths]
     out = pd.concat(frames, ignore_index=True)
     return out.sort_values([*keys, "step"], kind="stable").reset_index(drop=True)
@@ -93,9 +94,9 @@ def plot(curves: pd.DataFrame, out: str | os.PathLike, *, ylabel: str = "trainin
 
     missing = [c for c in ("policy", "generation", "step", "train_loss") if c not in curves.columns]
     if missing:
-        raise ValueError(f"curves table lacks columns {missing}")
+        raise InputFileError(f"curves table lacks columns {missing}")
     if curves.empty:
-        raise ValueError("curves table has no rows")
+        raise InputFileError("curves table has no rows")
     rows = curves.dropna(subset=["train_loss"])
     ylabels = ylabels or {}
     models = sorted(rows["model"].unique()) if "model" in rows.columns else [None]

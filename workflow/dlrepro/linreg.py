@@ -134,6 +134,7 @@ import pandas as pd
 import scipy.special
 from threadpoolctl import threadpool_limits
 
+from dlrepro.errors import InputFileError, ParamsError
 from dlrepro.io import write_csv, write_json
 from dlrepro.log import get_logger
 
@@ -181,11 +182,11 @@ class LinregParams:
         for name in ("d", "T", "sigma", "policies"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-                raise ValueError(f"linreg: {name} must be a list, got {value!r}")
+                raise ParamsError(f"linreg: {name} must be a list, got {value!r}")
             if len(value) == 0:
-                raise ValueError(f"linreg: {name} must not be empty")
+                raise ParamsError(f"linreg: {name} must not be empty")
             if len(set(value)) != len(value):
-                raise ValueError(f"linreg: {name} has duplicates: {list(value)}")
+                raise ParamsError(f"linreg: {name} has duplicates: {list(value)}")
             object.__setattr__(self, name, tuple(value))
         for d in self.d:
             _check_int("d", d, minimum=1)
@@ -193,17 +194,17 @@ class LinregParams:
             _check_int("T", T, minimum=1)
         for s in self.sigma:
             if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-                raise ValueError(f"linreg: sigma must be finite and > 0, got {s!r}")
+                raise ParamsError(f"linreg: sigma must be finite and > 0, got {s!r}")
         _check_int("iterations", self.iterations, minimum=0)
         _check_int("n_repeats", self.n_repeats, minimum=2)
         _check_int("seed", self.seed, minimum=0)
         for p in self.policies:
             if p not in POLICIES:
-                raise ValueError(
+                raise ParamsError(
                     f"linreg: unknown policy {p!r}; this closed-form stage knows {list(POLICIES)}"
                 )
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"linreg: unknown sampler {self.sampler!r}; known: {list(SAMPLERS)}")
+            raise ParamsError(f"linreg: unknown sampler {self.sampler!r}; known: {list(SAMPLERS)}")
         for d in self.d:
             for T in self.T:
                 _check_dims(d, T)
@@ -211,11 +212,11 @@ class LinregParams:
     @classmethod
     def from_dict(cls, raw: dict) -> "LinregParams":
         if not isinstance(raw, dict):
-            raise ValueError(f"linreg: --params must be a JSON object, got {type(raw).__name__}")
+            raise ParamsError(f"linreg: --params must be a JSON object, got {type(raw).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise ValueError(f"linreg: unknown key {unknown[0]!r} in params; known: {sorted(known)}")
+            raise ParamsError(f"linreg: unknown key {unknown[0]!r} in params; known: {sorted(known)}")
         return cls(**raw)
 
     @classmethod
@@ -223,18 +224,18 @@ class LinregParams:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"linreg: --params is not valid JSON: {err}") from err
+            raise ParamsError(f"linreg: --params is not valid JSON: {err}") from err
         return cls.from_dict(raw)
 
 
 def _check_int(name: str, value, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"linreg: {name} must be an integer >= {minimum}, got {value!r}")
+        raise ParamsError(f"linreg: {name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_dims(d: int, T: int) -> None:
     if T <= d + 1:
-        raise ValueError(
+        raise ParamsError(
             f"linreg: need T > d + 1 for a finite expected test error, got d={d}, T={T}"
         )
 
@@ -244,7 +245,7 @@ def _check_dims(d: int, T: int) -> None:
 
 def _check_policy(policy: str) -> None:
     if policy not in POLICIES:
-        raise ValueError(f"linreg: unknown policy {policy!r}; known: {list(POLICIES)}")
+        raise ParamsError(f"linreg: unknown policy {policy!r}; known: {list(POLICIES)}")
 
 
 def expected_error(policy: str, iteration, d: int, T: int, sigma: float) -> np.ndarray:
@@ -339,7 +340,7 @@ def draw_sufficient_statistics(
         L[:, diag, diag] = np.sqrt(rng.chisquare(T - diag, size=(size, d)))
         z = rng.standard_normal((size, d, 1))
         return L @ L.transpose(0, 2, 1), sigma * (L @ z)[..., 0]
-    raise ValueError(f"linreg: unknown sampler {sampler!r}; known: {list(SAMPLERS)}")
+    raise ParamsError(f"linreg: unknown sampler {sampler!r}; known: {list(SAMPLERS)}")
 
 
 def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -491,7 +492,7 @@ def _py(value):
 def _require_columns(frame: pd.DataFrame) -> None:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"linreg: table lacks columns {missing}")
+        raise InputFileError(f"linreg: table lacks columns {missing}")
 
 
 # --------------------------------------------------------------------------- figure
@@ -506,7 +507,7 @@ def plot(frame: pd.DataFrame, out) -> list[Path]:
 
     _require_columns(frame)
     if frame.empty:
-        raise ValueError("linreg: cannot plot an empty table")
+        raise InputFileError("linreg: cannot plot an empty table")
     panels = list(frame[["d", "T"]].drop_duplicates().itertuples(index=False, name=None))
     sigmas = sorted(frame["sigma"].unique())
     policies = [p for p in POLICIES if p in set(frame["policy"])]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.nn import functional as F
+from dlrepro.errors import ParamsError
 
 # How often (in generated tokens) the samplers look at the host: generate() checks whether
 # every row has emitted eos; sample_documents() collects the finished documents.
@@ -35,15 +36,15 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
                 and self.temperature >= 0):
-            raise ValueError(f"SamplingConfig.temperature must be a finite number >= 0, got {self.temperature!r}")
+            raise ParamsError(f"SamplingConfig.temperature must be a finite number >= 0, got {self.temperature!r}")
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise ValueError(f"SamplingConfig.top_k must be None or an int >= 1, got {self.top_k!r}")
+            raise ParamsError(f"SamplingConfig.top_k must be None or an int >= 1, got {self.top_k!r}")
         if self.top_p is not None and not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
-            raise ValueError(f"SamplingConfig.top_p must be None or in (0, 1], got {self.top_p!r}")
+            raise ParamsError(f"SamplingConfig.top_p must be None or in (0, 1], got {self.top_p!r}")
         for name in ("max_new_tokens", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"SamplingConfig.{name} must be an int >= 1, got {value!r}")
+                raise ParamsError(f"SamplingConfig.{name} must be an int >= 1, got {value!r}")
 
 
 def token_probs(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from dlrepro.errors import UserError
 from dlrepro.io import atomic_path  # noqa: E402
 
 # Colour-blind-safe (Okabe-Ito) colours, one fixed colour per category.
@@ -55,7 +56,7 @@ def current_style() -> dict:
         extra = json.loads(raw)
         unknown = sorted(set(extra) - set(DEFAULT_STYLE))
         if unknown:
-            raise ValueError(f"{STYLE_ENV}: unknown keys {unknown}; known: {sorted(DEFAULT_STYLE)}")
+            raise UserError(f"{STYLE_ENV}: unknown keys {unknown}; known: {sorted(DEFAULT_STYLE)}")
         style.update(extra)
     return style
 

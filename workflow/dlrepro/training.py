@@ -41,6 +41,7 @@ import lightning as L
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
+from dlrepro.errors import ParamsError
 from dlrepro.io import save_torch
 from dlrepro.log import get_logger
 
@@ -82,7 +83,7 @@ class TrainSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+            raise ParamsError(f"unknown training settings {unknown}; known: {sorted(known)}")
         return cls(**{**d, **overrides})
 
     def resolved_accelerator(self) -> str:
@@ -125,7 +126,7 @@ class StepBatches:
         rank_world: Callable[[], tuple[int, int]] = lambda: (0, 1),
     ) -> None:
         if n_items < batch_size:
-            raise ValueError(
+            raise ParamsError(
                 f"the training set has {n_items} items, fewer than one batch of {batch_size}"
             )
         self.n_items, self.batch_size, self.total_steps = n_items, batch_size, total_steps
@@ -155,7 +156,7 @@ class StepBatches:
     def __iter__(self) -> Iterator[Any]:
         rank, world_size = self.rank_world()
         if self.batch_size % world_size:
-            raise ValueError(
+            raise ParamsError(
                 f"batch size {self.batch_size} is not divisible by {world_size} devices"
             )
         for step in range(int(self.start_step()), self.total_steps):
@@ -173,7 +174,7 @@ class StepBatches:
 def steps_for(settings: TrainSettings, n_items: int, batch_size: int) -> int:
     """The step budget: ``max_steps``, or ``epochs`` passes over ``n_items``."""
     if (settings.max_steps is None) == (settings.epochs is None):
-        raise ValueError("set exactly one of max_steps and epochs")
+        raise ParamsError("set exactly one of max_steps and epochs")
     if settings.max_steps is not None:
         return int(settings.max_steps)
     return max(1, int(math.ceil(settings.epochs * (n_items // batch_size))))
@@ -345,7 +346,7 @@ def tracker(settings: TrainSettings, stage: str, tag: dict[str, Any]):
     trackers are extras (``pip install 'dlrepro[trackers]'``), imported only here."""
     kind = settings.logger
     if kind not in TRACKERS:
-        raise ValueError(f"compute.logger: {kind!r} is not one of {list(TRACKERS)}")
+        raise ParamsError(f"compute.logger: {kind!r} is not one of {list(TRACKERS)}")
     if kind == "none":
         return None
     name = run_name(stage, tag)

@@ -63,6 +63,7 @@ import numpy as np
 from dlrepro import policies
 from dlrepro.collapse import corpus
 from dlrepro.collapse.params import LMParams
+from dlrepro.errors import InputFileError, ParamsError, UserError
 from dlrepro.io import read_json, sha256_file, write_csv, write_json
 from dlrepro.log import get_logger
 
@@ -85,7 +86,7 @@ def cmd_real_spec(args) -> int:
     if args.fraction is not None:
         # a data-size sweep: a seeded uniform subset of the training documents
         if not 0 < args.fraction <= 1:
-            raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}")
+            raise UserError(f"--fraction must be in (0, 1], got {args.fraction}")
         n = max(1, int(round(args.fraction * real.n_documents)))
         rng = np.random.default_rng([args.seed, 0xF4AC])
         indices = np.sort(rng.choice(real.n_documents, size=n, replace=False)).astype(np.int64)
@@ -98,11 +99,11 @@ def cmd_real_spec(args) -> int:
 def cmd_mix(args) -> int:
     log = get_logger("collapse", step="mix", policy=args.policy, gen=args.generation, seed=args.seed)
     if args.policy not in policies.POLICIES:
-        raise ValueError(f"--policy {args.policy!r} is not a known policy; known: {sorted(policies.POLICIES)}")
+        raise UserError(f"--policy {args.policy!r} is not a known policy; known: {sorted(policies.POLICIES)}")
     if args.generation < 1:
-        raise ValueError(f"--generation must be >= 1 for mix (generation 0 is `real-spec`), got {args.generation}")
+        raise UserError(f"--generation must be >= 1 for mix (generation 0 is `real-spec`), got {args.generation}")
     if len(args.synthetic) != args.generation:
-        raise ValueError(
+        raise UserError(
             f"generation {args.generation} mixes synthetic_1 .. synthetic_{args.generation}: "
             f"give {args.generation} --synthetic directories, got {len(args.synthetic)}"
         )
@@ -112,11 +113,11 @@ def cmd_mix(args) -> int:
     for k, directory in enumerate(args.synthetic, start=1):
         pool = corpus.synthetic_pool(directory)
         if pool.name != policies.pool_name(k):
-            raise ValueError(f"--synthetic #{k} ({directory}) is pool {pool.name}, expected {policies.pool_name(k)}")
+            raise UserError(f"--synthetic #{k} ({directory}) is pool {pool.name}, expected {policies.pool_name(k)}")
         src = pool.meta["source_model"]
         expected_policy = "real" if k == 1 else args.policy
         if src.get("policy") != expected_policy or src.get("seed") != args.seed:
-            raise ValueError(
+            raise UserError(
                 f"{directory} was sampled from a model of policy {src.get('policy')!r}, seed "
                 f"{src.get('seed')}; policy {args.policy} seed {args.seed} needs policy "
                 f"{expected_policy!r}, seed {args.seed} for synthetic_{k}"
@@ -124,7 +125,7 @@ def cmd_mix(args) -> int:
         names.add(src.get("name"))
         pools.append(pool)
     if len(names) > 1:
-        raise ValueError(f"the synthetic corpora come from different models: {sorted(names)}")
+        raise UserError(f"the synthetic corpora come from different models: {sorted(names)}")
     sizes = {p.name: p.n_documents for p in pools}
     log.info("pools (documents): %s", ", ".join(f"{k}={v:,}" for k, v in sizes.items()))
     shares = policies.mix(args.policy, sizes, args.generation, args.seed)
@@ -245,7 +246,7 @@ def cmd_sample(args) -> int:
     real = corpus.real_pool(args.real_manifest)
     model, meta = load_model(args.model, device)
     if model.config.vocab_size != real.vocab_size:
-        raise ValueError(
+        raise InputFileError(
             f"{args.model} has vocab_size {model.config.vocab_size}, {args.real_manifest} has {real.vocab_size}"
         )
     generation = int(meta["generation"]) + 1
@@ -295,13 +296,13 @@ def cmd_sample(args) -> int:
 def _sampling_devices(device: str, n: int) -> list[str]:
     """``compute.devices`` sampling processes: ``cuda:0 .. cuda:n-1``, or ``n`` CPU processes."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"params.compute.devices must be an int >= 1, got {n!r}")
+        raise ParamsError(f"params.compute.devices must be an int >= 1, got {n!r}")
     if device == "cpu" or n == 1:
         return [device] * n
     import torch
 
     if torch.cuda.device_count() < n:
-        raise ValueError(f"compute.devices={n} but only {torch.cuda.device_count()} CUDA devices are visible")
+        raise ParamsError(f"compute.devices={n} but only {torch.cuda.device_count()} CUDA devices are visible")
     return [f"cuda:{i}" for i in range(n)]
 
 
@@ -328,11 +329,11 @@ def cmd_evaluate(args) -> int:
     manifest = read_json(args.manifest)
     split = args.split or Path(args.tokens).stem
     if split not in manifest.get("splits", {}):
-        raise ValueError(f"--split {split!r} is not a split of {args.manifest}: {sorted(manifest.get('splits', {}))}")
+        raise InputFileError(f"--split {split!r} is not a split of {args.manifest}: {sorted(manifest.get('splits', {}))}")
     info = manifest["splits"][split]
     digest = sha256_file(args.tokens)
     if digest != info["sha256"]:
-        raise ValueError(f"{args.tokens}: sha256 {digest} differs from the {split} split's {info['sha256']}")
+        raise InputFileError(f"{args.tokens}: sha256 {digest} differs from the {split} split's {info['sha256']}")
     device = resolve_device(params.eval.device)
     model, meta = load_model(args.model, device)
     log = get_logger("collapse", step="evaluate", model=meta["name"], policy=meta["policy"],
@@ -370,7 +371,7 @@ def summary_table(evals: list[dict], specs: dict[str, dict]):
         m = ev["model"]
         spec = specs.get(m["data_sha256"])
         if spec is None:
-            raise ValueError(
+            raise InputFileError(
                 f"no --mixes file matches the data spec model {m['path']} was trained on "
                 f"({m['data_spec']}, sha256 {m['data_sha256']})"
             )
@@ -390,7 +391,7 @@ def summary_table(evals: list[dict], specs: dict[str, dict]):
     key = ["dataset", "model", "policy", "generation", "seed", "train_documents"]
     dup = table[table.duplicated(key, keep=False)]
     if len(dup):
-        raise ValueError(f"several evals for the same {key}: {dup[key].to_dict('records')[:3]}")
+        raise InputFileError(f"several evals for the same {key}: {dup[key].to_dict('records')[:3]}")
     # generation 0 is shared: repeat it under every policy of its (dataset, model, seed)
     base = table[table["generation"] == 0]
     later = table[table["generation"] > 0]

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dlrepro import policies
+from dlrepro.errors import InputFileError, ParamsError, UserError
 from dlrepro.io import read_json, save_npy, sha256_file, write_json
 
 SPEC_FORMAT = "dlrepro.collapse.data-spec/1"
@@ -53,12 +54,12 @@ class TokenFile:
             elif version == (2, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
             else:
-                raise ValueError(f"{self.path}: unsupported .npy format version {version}")
+                raise InputFileError(f"{self.path}: unsupported .npy format version {version}")
             self.offset = fh.tell()
         if len(shape) != 1 or fortran:
-            raise ValueError(f"{self.path}: token arrays must be 1-D, got shape {shape}")
+            raise InputFileError(f"{self.path}: token arrays must be 1-D, got shape {shape}")
         if dtype not in (np.dtype(np.uint16), np.dtype(np.uint32)):
-            raise ValueError(f"{self.path}: token dtype must be uint16 or uint32, got {dtype}")
+            raise InputFileError(f"{self.path}: token dtype must be uint16 or uint32, got {dtype}")
         self.dtype = np.dtype(dtype)
         self.n_tokens = int(shape[0])
 
@@ -102,7 +103,7 @@ class TokenFile:
             ends.append(np.flatnonzero(chunk == eot_id) + start)
         ends = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
         if self.n_tokens and (ends.size == 0 or ends[-1] != self.n_tokens - 1):
-            raise ValueError(
+            raise InputFileError(
                 f"{self.path}: the last token is not the end-of-text token {eot_id}; "
                 "every document must be followed by it"
             )
@@ -122,9 +123,9 @@ def concatenate_documents(docs: list[np.ndarray], eot_id: int, dtype: np.dtype) 
     for i, doc in enumerate(docs):
         doc = np.asarray(doc)
         if doc.size and (doc.min() < 0 or doc.max() > info.max):
-            raise ValueError(f"document {i} has token ids outside the range of {np.dtype(dtype).name}")
+            raise InputFileError(f"document {i} has token ids outside the range of {np.dtype(dtype).name}")
         if doc.size and np.any(doc == eot_id):
-            raise ValueError(f"document {i} contains the end-of-text token {eot_id}")
+            raise InputFileError(f"document {i} contains the end-of-text token {eot_id}")
         out[pos:pos + doc.size] = doc
         out[pos + doc.size] = eot_id
         pos += doc.size + 1
@@ -141,7 +142,7 @@ def sample_for_stats(n_documents: int, max_documents: int | None, seed: int) -> 
     if max_documents is None or max_documents >= n_documents:
         return np.arange(n_documents, dtype=np.int64)
     if max_documents < 1:
-        raise ValueError(f"stats_max_documents must be >= 1 or None, got {max_documents}")
+        raise ParamsError(f"stats_max_documents must be >= 1 or None, got {max_documents}")
     rng = np.random.default_rng([int(seed), 0x57A7])
     return np.sort(rng.choice(n_documents, size=max_documents, replace=False)).astype(np.int64)
 
@@ -170,9 +171,9 @@ def real_pool(manifest_path: str | os.PathLike, split: str = "train") -> Pool:
     manifest = read_json(manifest_path)
     for key in ("dataset", "vocab_size", "eot_id", "token_dtype", "splits"):
         if key not in manifest:
-            raise ValueError(f"{manifest_path}: not a data manifest, key {key!r} is missing")
+            raise InputFileError(f"{manifest_path}: not a data manifest, key {key!r} is missing")
     if split not in manifest["splits"]:
-        raise ValueError(f"{manifest_path}: no split {split!r}; has {sorted(manifest['splits'])}")
+        raise InputFileError(f"{manifest_path}: no split {split!r}; has {sorted(manifest['splits'])}")
     info = manifest["splits"][split]
     path = manifest_path.parent / f"{split}.npy"
     return Pool(
@@ -193,7 +194,7 @@ def synthetic_pool(corpus_dir: str | os.PathLike) -> Pool:
     corpus_dir = Path(corpus_dir)
     manifest = read_json(corpus_dir / "manifest.json")
     if manifest.get("format") != CORPUS_FORMAT:
-        raise ValueError(f"{corpus_dir}: not a synthetic corpus (format {manifest.get('format')!r})")
+        raise InputFileError(f"{corpus_dir}: not a synthetic corpus (format {manifest.get('format')!r})")
     return Pool(
         name=policies.pool_name(int(manifest["generation"])),
         path=corpus_dir / "tokens.npy",
@@ -223,7 +224,7 @@ def write_synthetic_corpus(
     out_dir = Path(out_dir)
     n_empty = sum(1 for d in docs if len(d) == 0)
     if not docs or n_empty > MAX_EMPTY_FRACTION * len(docs):
-        raise ValueError(
+        raise UserError(
             f"the sampled corpus for generation {generation} has {n_empty} empty documents out of "
             f"{len(docs)} (more than {MAX_EMPTY_FRACTION:.0%}): the model emits end-of-text at "
             "once; nothing was written (check the model, or the sampling temperature / top-k / top-p)"
@@ -255,12 +256,12 @@ def check_compatible(pools: list[Pool]) -> None:
     for p in pools[1:]:
         for key in ("eot_id", "vocab_size", "token_dtype"):
             if getattr(p, key) != getattr(ref, key):
-                raise ValueError(
+                raise InputFileError(
                     f"pool {p.name} ({p.path}) has {key}={getattr(p, key)!r} but "
                     f"{ref.name} ({ref.path}) has {getattr(ref, key)!r}"
                 )
         if p.meta.get("dataset") != ref.meta.get("dataset"):
-            raise ValueError(
+            raise InputFileError(
                 f"pool {p.name} is from data set {p.meta.get('dataset')!r}, "
                 f"{ref.name} from {ref.meta.get('dataset')!r}"
             )
@@ -299,14 +300,14 @@ def build_spec(
         pool = by_name[share.source]
         idx = np.asarray(share.indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= pool.n_documents):
-            raise ValueError(f"share of {pool.name} selects documents outside [0, {pool.n_documents})")
+            raise InputFileError(f"share of {pool.name} selects documents outside [0, {pool.n_documents})")
         everything = idx.size == pool.n_documents and np.array_equal(idx, np.arange(pool.n_documents))
         tf = TokenFile(pool.path)
         if len(tf) != pool.n_tokens:
-            raise ValueError(f"{pool.path} has {len(tf)} tokens, its manifest says {pool.n_tokens}")
+            raise InputFileError(f"{pool.path} has {len(tf)} tokens, its manifest says {pool.n_tokens}")
         starts, lengths = tf.document_bounds(pool.eot_id)
         if starts.size != pool.n_documents:
-            raise ValueError(
+            raise InputFileError(
                 f"{pool.path} has {starts.size} documents, its manifest says {pool.n_documents}"
             )
         row = {
@@ -371,7 +372,7 @@ def read_spec(path: str | os.PathLike, verify: bool = True) -> dict:
     path = Path(path)
     spec = read_json(path)
     if spec.get("format") != SPEC_FORMAT:
-        raise ValueError(
+        raise InputFileError(
             f"{path}: not a data spec (format {spec.get('format')!r}); write one with "
             "`collapse real-spec` or `collapse mix`"
         )
@@ -381,7 +382,7 @@ def read_spec(path: str | os.PathLike, verify: bool = True) -> dict:
         for file, digest in files:
             actual = sha256_file(file)
             if actual != digest:
-                raise ValueError(f"{file}: sha256 {actual} differs from {digest} recorded in {path}")
+                raise InputFileError(f"{file}: sha256 {actual} differs from {digest} recorded in {path}")
     return spec
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from dlrepro.collapse.corpus import TokenFile
+from dlrepro.errors import ParamsError
 from dlrepro.io import save_torch, sha256_file
 from dlrepro.models.transformer import Transformer, TransformerConfig
 
@@ -164,9 +165,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but no CUDA device is visible")
+        raise ParamsError(f"device {device!r} requested but no CUDA device is visible")
     if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda[:N]' or 'auto', got {device!r}")
+        raise ParamsError(f"device must be 'cpu', 'cuda[:N]' or 'auto', got {device!r}")
     return device
 
 

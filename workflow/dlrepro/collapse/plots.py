@@ -14,6 +14,7 @@ import pandas as pd
 
 from dlrepro import style  # selects the Agg backend before pyplot is used
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from dlrepro.errors import InputFileError
 
 REQUIRED = ["dataset", "model", "n_params", "policy", "generation", "seed", "test_loss"]
 
@@ -22,9 +23,9 @@ def plot_test_loss(table: pd.DataFrame, out: str | os.PathLike) -> list[Path]:
     """Draw the figure from the summary table; returns the PNG and PDF paths."""
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
-        raise ValueError(f"summary table lacks columns {missing}")
+        raise InputFileError(f"summary table lacks columns {missing}")
     if table.empty:
-        raise ValueError("summary table has no rows")
+        raise InputFileError("summary table has no rows")
     panels = list(table[["dataset", "model"]].drop_duplicates().itertuples(index=False, name=None))
     panels.sort()
     fig, axes = style.subplots(len(panels))

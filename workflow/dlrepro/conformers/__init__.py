@@ -5,10 +5,12 @@ network), ``diffusion`` (schedule, loss, sampler), ``module`` (LightningModule),
 ``metrics`` (fixed-noise test loss, COV-R / MAT-R), ``plots`` and ``cli``.
 """
 
+from dlrepro.errors import ParamsError
+
 
 def require_positive_int(obj: object, *names: str) -> None:
-    """Raise ``ValueError`` naming the field unless every ``obj.<name>`` is an int >= 1."""
+    """Raise :class:`~dlrepro.errors.ParamsError` naming the field unless every ``obj.<name>`` is an int >= 1."""
     for name in names:
         value = getattr(obj, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{type(obj).__name__}.{name} must be an int >= 1, got {value!r}")
+            raise ParamsError(f"{type(obj).__name__}.{name} must be an int >= 1, got {value!r}")

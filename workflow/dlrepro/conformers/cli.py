@@ -65,6 +65,7 @@ from dlrepro.conformers.metrics import (
     validity,
     validity_fractions,
 )
+from dlrepro.errors import InputFileError, ParamsError
 from dlrepro.io import read_json, save_torch, sha256_file, write_csv, write_json
 from dlrepro.log import get_logger
 
@@ -87,7 +88,7 @@ class SampleParams:
     def __post_init__(self) -> None:
         require_positive_int(self, "batch_size")
         if self.accelerator not in ACCELERATORS:
-            raise ValueError(f"SampleParams.accelerator must be one of {ACCELERATORS}, got {self.accelerator!r}")
+            raise ParamsError(f"SampleParams.accelerator must be one of {ACCELERATORS}, got {self.accelerator!r}")
 
 
 def from_dict(cls, data: dict, where: str = ""):
@@ -97,12 +98,12 @@ def from_dict(cls, data: dict, where: str = ""):
     """
     where = where or cls.__name__
     if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a JSON object, got {data!r}")
+        raise ParamsError(f"{where} must be a JSON object, got {data!r}")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ValueError(f"unknown key {where}.{unknown[0]} (known: {known})")
+        raise ParamsError(f"unknown key {where}.{unknown[0]} (known: {known})")
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
@@ -253,13 +254,13 @@ def cmd_mix(args) -> int:
 
     real = real_split(args.real, "train")
     if len(args.synthetic) != args.generation:
-        raise ValueError(f"generation {args.generation} needs {args.generation} synthetic sets "
+        raise InputFileError(f"generation {args.generation} needs {args.generation} synthetic sets "
                          f"(synthetic_1..synthetic_{args.generation}), got {len(args.synthetic)}")
     dirs = {"real": real.path} | {policies.pool_name(k + 1): Path(d) for k, d in enumerate(args.synthetic)}
     sets = {name: ConformerSet(d) for name, d in dirs.items()}
     for name, s in sets.items():
         if name != "real" and s.n_molecules != real.n_molecules:
-            raise ValueError(f"{name} ({s.path}) has {s.n_molecules} molecules, the real set {real.n_molecules}")
+            raise InputFileError(f"{name} ({s.path}) has {s.n_molecules} molecules, the real set {real.n_molecules}")
     shares = policies.mix(args.policy, {n: s.n_conformers for n, s in sets.items()}, args.generation, args.seed)
     spec = {
         "policy": args.policy, "generation": args.generation, "seed": args.seed,
@@ -307,7 +308,7 @@ def cmd_summarize(args) -> int:
         ev = read_json(path)
         missing = [c for c in SUMMARY_COLUMNS if c not in ev or (ev[c] is None and c != "test_loss")]
         if missing:
-            raise ValueError(f"{path} lacks {missing}; evaluate with --policy/--generation/--seed")
+            raise InputFileError(f"{path} lacks {missing}; evaluate with --policy/--generation/--seed")
         rows.append({c: ev[c] for c in SUMMARY_COLUMNS})
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS).sort_values(["policy", "generation", "seed"])
     write_csv(args.out, df)

@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from dlrepro.conformers import require_positive_int
+from dlrepro.errors import InputFileError, ParamsError
 from dlrepro.io import atomic_open, load_npy, read_json, save_npy, sha256_file, write_csv, write_json
 from dlrepro.log import get_logger
 
@@ -88,11 +89,11 @@ class PrepareParams:
         require_positive_int(self, "n_train_molecules", "n_test_molecules", "conformers_per_molecule",
                         "min_heavy_atoms", "max_heavy_atoms", "mmff_max_iters")
         if self.min_heavy_atoms > self.max_heavy_atoms:
-            raise ValueError(
+            raise ParamsError(
                 f"min_heavy_atoms ({self.min_heavy_atoms}) > max_heavy_atoms ({self.max_heavy_atoms})"
             )
         if self.num_threads < 0:
-            raise ValueError(f"num_threads must be >= 0 (0 = all cores), got {self.num_threads}")
+            raise ParamsError(f"num_threads must be >= 0 (0 = all cores), got {self.num_threads}")
 
 
 @dataclass
@@ -114,7 +115,7 @@ class GeomParams:
         require_positive_int(self, "n_train_molecules", "n_test_molecules", "conformers_per_molecule",
                         "max_test_conformers", "min_heavy_atoms", "max_heavy_atoms")
         if self.partition not in {"drugs", "qm9"}:
-            raise ValueError(f"partition must be 'drugs' or 'qm9', got {self.partition!r}")
+            raise ParamsError(f"partition must be 'drugs' or 'qm9', got {self.partition!r}")
 
 
 # ----------------------------------------------------------------------------- RDKit side
@@ -312,7 +313,7 @@ def prepare_real(params: PrepareParams, smiles_csv: str | os.PathLike, out_dir: 
         if len(kept) % 50 == 0:
             log.info("%d/%d molecules embedded (%d SMILES visited)", len(kept), wanted, visited)
     if len(kept) < wanted:
-        raise ValueError(
+        raise InputFileError(
             f"only {len(kept)} of {wanted} molecules passed the filters in {smiles_csv} "
             f"(skipped: {skipped}); relax min/max_heavy_atoms or ask for fewer molecules"
         )
@@ -357,7 +358,7 @@ def load_geom(params: GeomParams, src: str | os.PathLike, out_dir: str | os.Path
     src = Path(src)
     summary_path = src / f"summary_{params.partition}.json"
     if not summary_path.is_file():
-        raise ValueError(f"GEOM source {src} has no {summary_path.name}: pass the extracted rdkit_folder")
+        raise InputFileError(f"GEOM source {src} has no {summary_path.name}: pass the extracted rdkit_folder")
     summary = read_json(summary_path)
     keys = sorted(summary)
     order = np.random.default_rng(params.seed).permutation(len(keys))
@@ -395,7 +396,7 @@ def load_geom(params: GeomParams, src: str | os.PathLike, out_dir: str | os.Path
         if n and n % 1000 == 0:
             log.info("%d molecules read", n)
     if len(test) < params.n_test_molecules or len(train) < params.n_train_molecules:
-        raise ValueError(f"GEOM {params.partition}: only {len(train)} train / {len(test)} test "
+        raise InputFileError(f"GEOM {params.partition}: only {len(train)} train / {len(test)} test "
                          f"molecules passed the filters (skipped: {skipped})")
     common = {
         "source": {"url": GEOM_URL, "doi": GEOM_DOI, "summary": summary_path.name,
@@ -460,7 +461,7 @@ class ConformerSet:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         if not (self.path / "manifest.json").is_file():
-            raise ValueError(f"{self.path} is not a conformer set (no manifest.json)")
+            raise InputFileError(f"{self.path} is not a conformer set (no manifest.json)")
         self.manifest = read_json(self.path / "manifest.json")
         self.molecules = pd.read_csv(self.path / "molecules.csv", keep_default_na=False)
         self.atoms = load_npy(self.path / "atoms.npy")
@@ -513,7 +514,7 @@ class ConformerSet:
 
         mols = list(Chem.SDMolSupplier(str(self.path / "molecules.sdf"), removeHs=False))
         if len(mols) != self.n_molecules or any(m is None for m in mols):
-            raise ValueError(f"{self.path}/molecules.sdf does not hold {self.n_molecules} readable molecules")
+            raise InputFileError(f"{self.path}/molecules.sdf does not hold {self.n_molecules} readable molecules")
         return mols
 
 
@@ -585,7 +586,7 @@ def read_mix(path: str | os.PathLike) -> ConformerPool:
         indices.append(idx)
         sources.append(share["source"])
         if idx.max() >= sets[-1].n_conformers:
-            raise ValueError(f"mix {path}: index {idx.max()} out of range for {share['dir']}")
+            raise InputFileError(f"mix {path}: index {idx.max()} out of range for {share['dir']}")
     if not sets:
-        raise ValueError(f"mix {path} selects no conformers")
+        raise InputFileError(f"mix {path} selects no conformers")
     return ConformerPool(sets, np.concatenate(which), np.concatenate(indices), sources)

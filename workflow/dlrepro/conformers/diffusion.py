@@ -26,6 +26,7 @@ import torch
 
 from dlrepro.conformers.dataset import Batch
 from dlrepro.conformers.egnn import remove_mean
+from dlrepro.errors import ParamsError
 
 SCHEDULES = ("linear", "cosine")
 MAX_BETA = 0.5
@@ -39,11 +40,11 @@ class DiffusionConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 2:
-            raise ValueError(f"DiffusionConfig.steps must be an int >= 2, got {self.steps!r}")
+            raise ParamsError(f"DiffusionConfig.steps must be an int >= 2, got {self.steps!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"DiffusionConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise ParamsError(f"DiffusionConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not (isinstance(self.coord_scale, (int, float)) and self.coord_scale > 0):
-            raise ValueError(f"DiffusionConfig.coord_scale must be > 0, got {self.coord_scale!r}")
+            raise ParamsError(f"DiffusionConfig.coord_scale must be > 0, got {self.coord_scale!r}")
 
 
 def betas_for(config: DiffusionConfig) -> np.ndarray:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dlrepro.conformers import require_positive_int
+from dlrepro.errors import ParamsError
 
 ACCELERATORS = ("auto", "cpu", "gpu")
 
@@ -59,18 +60,18 @@ class EvalParams:
     def __post_init__(self) -> None:
         if not self.noise_levels or not all(isinstance(v, (int, float)) and 0 < v <= 1
                                             for v in self.noise_levels):
-            raise ValueError(f"EvalParams.noise_levels must be fractions in (0, 1], got {self.noise_levels!r}")
+            raise ParamsError(f"EvalParams.noise_levels must be fractions in (0, 1], got {self.noise_levels!r}")
         if not (isinstance(self.rmsd_threshold, (int, float)) and self.rmsd_threshold > 0):
-            raise ValueError(f"EvalParams.rmsd_threshold must be > 0, got {self.rmsd_threshold!r}")
+            raise ParamsError(f"EvalParams.rmsd_threshold must be > 0, got {self.rmsd_threshold!r}")
         require_positive_int(self, "samples_per_reference", "batch_size")
         for name in ("bond_tolerance", "max_bond_length"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-                raise ValueError(f"EvalParams.{name} must be > 0, got {value!r}")
+                raise ParamsError(f"EvalParams.{name} must be > 0, got {value!r}")
         if self.max_molecules is not None:
             require_positive_int(self, "max_molecules")
         if self.accelerator not in ACCELERATORS:
-            raise ValueError(f"EvalParams.accelerator must be one of {ACCELERATORS}, got {self.accelerator!r}")
+            raise ParamsError(f"EvalParams.accelerator must be one of {ACCELERATORS}, got {self.accelerator!r}")
 
 
 def device_for(accelerator: str) -> str:

@@ -17,6 +17,7 @@ from dlrepro.conformers import require_positive_int
 from dlrepro.conformers.dataset import Batch
 from dlrepro.conformers.diffusion import Diffusion, DiffusionConfig
 from dlrepro.conformers.egnn import EGNN, EGNNConfig
+from dlrepro.errors import ParamsError
 from dlrepro.training import warmup_cosine
 
 
@@ -36,17 +37,17 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
-            raise ValueError(f"TrainParams.epochs must be > 0, got {self.epochs!r}")
+            raise ParamsError(f"TrainParams.epochs must be > 0, got {self.epochs!r}")
         require_positive_int(self, "batch_size")
         if self.max_steps is not None:
             require_positive_int(self, "max_steps")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"TrainParams.lr must be > 0, got {self.lr!r}")
+            raise ParamsError(f"TrainParams.lr must be > 0, got {self.lr!r}")
         if self.weight_decay < 0 or self.warmup_steps < 0:
-            raise ValueError("TrainParams.weight_decay and warmup_steps must be >= 0")
+            raise ParamsError("TrainParams.weight_decay and warmup_steps must be >= 0")
         for key in ("seed", "epochs", "max_steps"):
             if key in self.compute:
-                raise ValueError(f"compute.{key} is set by the conformers stage, not in compute")
+                raise ParamsError(f"compute.{key} is set by the conformers stage, not in compute")
 
 
 class ConformerDiffusion(L.LightningModule):

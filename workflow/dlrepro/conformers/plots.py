@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from dlrepro import style
+from dlrepro.errors import InputFileError
 
 LABELS = {
     "test_loss": "fixed-noise test loss",
@@ -43,7 +44,7 @@ ELEMENT_COLORS = {6: "#404040", 7: "#3050F8", 8: "#FF0D0D", 9: "#90E050", 15: "#
 def plot_summary(df: pd.DataFrame, out: str | os.PathLike, metrics: list[str]) -> None:
     missing = [c for c in ["policy", "generation", *metrics] if c not in df.columns]
     if missing:
-        raise ValueError(f"summary table lacks columns {missing}; has {list(df.columns)}")
+        raise InputFileError(f"summary table lacks columns {missing}; has {list(df.columns)}")
     base = df[df.policy == "real"]
     baseline = df[df.policy == BASELINE_POLICY]
     policies = sorted(p for p in df.policy.unique() if p not in ("real", BASELINE_POLICY))

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from dlrepro.cliutil import parse_params
 from dlrepro.data import registry
-from dlrepro.data.download import DownloadError, fetch_file
+from dlrepro.data.download import fetch_file
 from dlrepro.data.text import DataError
+from dlrepro.errors import UserError
 
 
 def _sources(dataset: str, raw_dir: Path, subset: str) -> dict[str, Path]:
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> int:
             settings = parse_params(args.params, ImageSettings)
             subset = "test-only" if settings.source == "test-file" else "all"
             prepare_images(args.dataset, _sources(args.dataset, args.raw_dir, subset), settings, args.out_dir)
-    except (DownloadError, DataError, ValueError, KeyError) as exc:
+    except UserError as exc:  # DownloadError, DataError, unknown names, --params
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from dlrepro.data.registry import RemoteFile, get
+from dlrepro.errors import InputFileError
 from dlrepro.log import get_logger
 
 MIRROR_ENV = "DLREPRO_DATA_MIRROR"
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
-    """A file could not be obtained or did not match its checksum."""
+class DownloadError(InputFileError, RuntimeError):
+    """A file could not be obtained or did not match its checksum (a user's error: the mirror,
+    the network or the file given; reported in one line)."""
 
 
 @dataclass

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dlrepro.errors import UserError
 
-class UnknownName(KeyError):
+
+class UnknownName(UserError, KeyError):
     """An unknown data set or file name; ``str()`` is the message (``KeyError`` quotes it)."""
 
     def __str__(self) -> str:
@@ -167,7 +169,7 @@ def files_for(dataset: str, subset: str = "all") -> tuple[RemoteFile, ...]:
         return ds.files
     if subset == "test-only" and dataset == "mnist":
         return tuple(f for f in ds.files if f.name.startswith("t10k"))
-    raise ValueError(f"data set {dataset!r} has no file subset {subset!r}")
+    raise UserError(f"data set {dataset!r} has no file subset {subset!r}")
 
 
 def get(name: str) -> Dataset:

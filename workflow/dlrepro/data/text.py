@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrepro.errors import InputFileError
 from dlrepro.io import save_npy, sha256_file, write_json, write_text
 from dlrepro.log import get_logger
 
@@ -34,7 +35,7 @@ EOT = "<|endoftext|>"
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 
 
-class DataError(ValueError):
+class DataError(InputFileError):
     """The data cannot be prepared as configured."""
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from dlrepro.errors import ParamsError
 
 
 def params_from_json(cls, text: str):
@@ -83,9 +84,9 @@ class AnalysisParams:
 
     def __post_init__(self):
         if not 0 <= self.fit_from < 1:
-            raise ValueError(f"fit_from must be in [0, 1), got {self.fit_from!r}")
+            raise ParamsError(f"fit_from must be in [0, 1), got {self.fit_from!r}")
         if not (isinstance(self.n_resamples, int) and self.n_resamples >= 10):
-            raise ValueError(f"n_resamples must be an integer >= 10, got {self.n_resamples!r}")
+            raise ParamsError(f"n_resamples must be an integer >= 10, got {self.n_resamples!r}")
 
 
 def main(argv: list[str] | None = None) -> int:

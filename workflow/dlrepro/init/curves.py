@@ -31,6 +31,7 @@ import zlib
 import numpy as np
 import pandas as pd
 from scipy import stats
+from dlrepro.errors import InputFileError, ParamsError
 
 SLOPE_COLUMNS = [
     "init", "quantity", "width", "n_inits", "layer_min", "layer_max", "fitted_slope",
@@ -78,7 +79,7 @@ def replicate_curves(samples: np.ndarray, width: int, n_resamples: int, rng: np.
 def deep_window(depths: np.ndarray, fit_from: float) -> np.ndarray:
     """Boolean mask of the depths ``>= fit_from * max`` (at least the deepest three)."""
     if not 0 <= fit_from < 1:
-        raise ValueError(f"fit_from must be in [0, 1), got {fit_from!r}")
+        raise ParamsError(f"fit_from must be in [0, 1), got {fit_from!r}")
     depths = np.asarray(depths)
     mask = depths >= fit_from * depths.max()
     if mask.sum() < 3:
@@ -125,7 +126,7 @@ def draws_matrix(draws: pd.DataFrame, depth_column: str, value_column: str) -> t
     """A long per-draw table (one init and width) as ``(depths, draws x depths array)``."""
     wide = draws.pivot(index="draw", columns=depth_column, values=value_column).sort_index(axis=1)
     if wide.isna().to_numpy().any():
-        raise ValueError(f"per-draw table has missing ({'draw'}, {depth_column}) cells")
+        raise InputFileError(f"per-draw table has missing ({'draw'}, {depth_column}) cells")
     return wide.columns.to_numpy(), wide.to_numpy(dtype=float)
 
 

@@ -80,6 +80,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from dlrepro.errors import ParamsError
 from dlrepro.init.inits import get_init, single_threaded_on_cpu
 from dlrepro.log import get_logger
 
@@ -126,20 +127,20 @@ class FluctuationParams:
         if self.input_dim is not None:
             check_positive_ints("input_dim", [self.input_dim])
         if not (isinstance(self.n_inits, int) and self.n_inits >= 4):
-            raise ValueError(f"n_inits must be an integer >= 4, got {self.n_inits!r}")
+            raise ParamsError(f"n_inits must be an integer >= 4, got {self.n_inits!r}")
         if not self.c_w > 0:
-            raise ValueError(f"c_w must be positive, got {self.c_w!r}")
+            raise ParamsError(f"c_w must be positive, got {self.c_w!r}")
         if not self.c_b >= 0:
-            raise ValueError(f"c_b must be non-negative, got {self.c_b!r}")
+            raise ParamsError(f"c_b must be non-negative, got {self.c_b!r}")
         if not self.input_kernel > self.c_b:
-            raise ValueError(f"input_kernel must exceed c_b={self.c_b}, got {self.input_kernel!r}")
+            raise ParamsError(f"input_kernel must exceed c_b={self.c_b}, got {self.input_kernel!r}")
         if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+            raise ParamsError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
 
 def check_positive_ints(name: str, values) -> None:
     if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
-        raise ValueError(f"{name} must be positive integers, got {values!r}")
+        raise ParamsError(f"{name} must be positive integers, got {values!r}")
 
 
 # --- Simulation ---------------------------------------------------------------------------
@@ -174,7 +175,7 @@ def simulate_kernels(
     from dlrepro.init.inits import project, sample_weights
 
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        raise ParamsError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     torch_dtype = getattr(torch, dtype)
     generator = torch.Generator(device).manual_seed(seed)
     log = get_logger("init.fluctuations", init=init, width=width, seed=seed)
@@ -226,7 +227,7 @@ def summarize_kernels(g_hat: np.ndarray, z4: np.ndarray, width: int) -> pd.DataF
     ``normalized_variance_se``, ``four_point_vertex`` (see the module docstring).
     """
     if width < 2:
-        raise ValueError(f"width must be at least 2 for the four-point vertex, got {width}")
+        raise ParamsError(f"width must be at least 2 for the four-point vertex, got {width}")
     mean, normalized, se = normalized_variance(g_hat, width)
     var = g_hat.var(axis=0, ddof=1)
     vertex = (width**2 * var - width * (z4.mean(axis=0) - mean**2)) / (width - 1)

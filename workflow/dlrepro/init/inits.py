@@ -30,6 +30,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from dlrepro.errors import ParamsError
 
 # (n_draws, n_out, n_in, c_w, generator, dtype, device) -> tensor (n_draws, n_out, n_in)
 Sampler = Callable[..., torch.Tensor]
@@ -79,7 +80,7 @@ def register_init(name: str, fresh_noise: FreshNoise | None = None, asymptotic_s
 def get_init(name: str) -> InitScheme:
     """The registered scheme called ``name``; a ValueError lists the known names."""
     if name not in INITS:
-        raise ValueError(f"unknown init {name!r}; registered: {', '.join(sorted(INITS))}")
+        raise ParamsError(f"unknown init {name!r}; registered: {', '.join(sorted(INITS))}")
     return INITS[name]
 
 
@@ -96,9 +97,9 @@ def sample_weights(
     """``n_draws`` independent ``n_out x n_in`` weight matrices from init ``name``."""
     for key, value in (("n_draws", n_draws), ("n_out", n_out), ("n_in", n_in)):
         if int(value) != value or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+            raise ParamsError(f"{key} must be a positive integer, got {value!r}")
     if not c_w > 0:
-        raise ValueError(f"c_w must be positive, got {c_w!r}")
+        raise ParamsError(f"c_w must be positive, got {c_w!r}")
     return get_init(name).sample(n_draws, n_out, n_in, c_w, generator, dtype, device)
 
 
@@ -111,7 +112,7 @@ def project(name: str, h: torch.Tensor, n_out: int, c_w: float = 1.0,
     """
     scheme = get_init(name)
     if scheme.project is None:
-        raise ValueError(f"init {name!r} has no direct projector; use sampler 'matrix'")
+        raise ParamsError(f"init {name!r} has no direct projector; use sampler 'matrix'")
     return scheme.project(h, n_out, c_w, generator)
 
 
@@ -222,9 +223,9 @@ class TanhMLP(nn.Module):
         super().__init__()
         for key, value in (("n_in", n_in), ("width", width), ("depth", depth)):
             if int(value) != value or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+                raise ParamsError(f"{key} must be a positive integer, got {value!r}")
         if n_out is not None and (int(n_out) != n_out or n_out < 1):
-            raise ValueError(f"n_out must be a positive integer or None, got {n_out!r}")
+            raise ParamsError(f"n_out must be a positive integer or None, got {n_out!r}")
         sizes = [n_in] + [width] * depth + ([n_out] if n_out is not None else [])
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
 
@@ -285,7 +286,7 @@ def stacked_parameters(
     """``n_draws`` independent initialisations of ``model``'s parameters, stacked along
     a new leading axis (for ``torch.func.vmap`` over ``functional_call``)."""
     if c_b < 0:
-        raise ValueError(f"c_b must be non-negative, got {c_b!r}")
+        raise ParamsError(f"c_b must be non-negative, got {c_b!r}")
     ref = next(model.parameters())
     out = {}
     for i, layer in enumerate(model.layers):

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from dlrepro.errors import ParamsError
 from dlrepro.init.fluctuations import check_positive_ints, draws_frame, normalized_variance
 from dlrepro.init.inits import get_init, single_threaded_on_cpu
 from dlrepro.log import get_logger
@@ -79,19 +80,19 @@ class NTKParams:
         if self.input_dim is not None:
             check_positive_ints("input_dim", [self.input_dim])
         if sorted(set(self.depths)) != list(self.depths):
-            raise ValueError(f"depths must be strictly increasing, got {self.depths!r}")
+            raise ParamsError(f"depths must be strictly increasing, got {self.depths!r}")
         if not (isinstance(self.n_inits, int) and self.n_inits >= 4):
-            raise ValueError(f"n_inits must be an integer >= 4, got {self.n_inits!r}")
+            raise ParamsError(f"n_inits must be an integer >= 4, got {self.n_inits!r}")
         for key in ("c_w", "input_kernel"):
             if not getattr(self, key) > 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)!r}")
+                raise ParamsError(f"{key} must be positive, got {getattr(self, key)!r}")
         for key in ("c_b", "lambda_w", "lambda_b"):
             if not getattr(self, key) >= 0:
-                raise ValueError(f"{key} must be non-negative, got {getattr(self, key)!r}")
+                raise ParamsError(f"{key} must be non-negative, got {getattr(self, key)!r}")
         if not self.input_kernel > self.c_b:
-            raise ValueError(f"input_kernel must exceed c_b={self.c_b}, got {self.input_kernel!r}")
+            raise ParamsError(f"input_kernel must exceed c_b={self.c_b}, got {self.input_kernel!r}")
         if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+            raise ParamsError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
 
 def empirical_ntk(model, params: dict, x1, x2=None, lr_scales: dict[str, float] | None = None, **forward_kwargs):

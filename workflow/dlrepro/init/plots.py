@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib import ticker
 
 from dlrepro import style
+from dlrepro.errors import InputFileError
 
 _LINESTYLES = ["-", "--", ":", "-."]
 
@@ -20,7 +21,7 @@ _LINESTYLES = ["-", "--", ":", "-."]
 def _check_columns(frame: pd.DataFrame, columns: list[str], kind: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{kind} table lacks column(s) {missing}")
+        raise InputFileError(f"{kind} table lacks column(s) {missing}")
 
 
 def _curves(ax, frame, x, y, err=None, theory=None):

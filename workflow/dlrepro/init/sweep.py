@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from dlrepro.errors import ParamsError
 from dlrepro.init.curves import deep_window, group_seed, line_slopes, normalized_variance_curve, \
     percentile_interval, replicate_curves
 from dlrepro.init.fluctuations import asymptotic_slope, check_positive_ints, simulate_kernels, \
@@ -60,21 +61,21 @@ class WidthSweepParams:
     def __post_init__(self):
         for name in self.inits:
             if get_init(name).project is None:
-                raise ValueError(f"init {name!r} has no direct projector, which the width sweep needs")
+                raise ParamsError(f"init {name!r} has no direct projector, which the width sweep needs")
         check_positive_ints("widths", self.widths)
         if any(w < 2 for w in self.widths) or len(set(self.widths)) < 2:
-            raise ValueError(f"widths must be at least two distinct integers >= 2, got {self.widths!r}")
+            raise ParamsError(f"widths must be at least two distinct integers >= 2, got {self.widths!r}")
         check_positive_ints("depth", [self.depth])
         check_positive_ints("chunk_size", [self.chunk_size])
         check_positive_ints("n_resamples", [self.n_resamples])
         if self.depth < 3:
-            raise ValueError(f"depth must be at least 3 to fit a slope, got {self.depth}")
+            raise ParamsError(f"depth must be at least 3 to fit a slope, got {self.depth}")
         if not (isinstance(self.n_inits, int) and self.n_inits >= 4):
-            raise ValueError(f"n_inits must be an integer >= 4, got {self.n_inits!r}")
+            raise ParamsError(f"n_inits must be an integer >= 4, got {self.n_inits!r}")
         if not 0 <= self.fit_from < 1:
-            raise ValueError(f"fit_from must be in [0, 1), got {self.fit_from!r}")
+            raise ParamsError(f"fit_from must be in [0, 1), got {self.fit_from!r}")
         if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+            raise ParamsError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
 
 def extrapolate(widths: np.ndarray, slopes: np.ndarray) -> np.ndarray:

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dlrepro.errors import InputFileError, ParamsError
 from dlrepro.init.fluctuations import check_positive_ints
 from dlrepro.init.inits import get_init, single_threaded_on_cpu
 from dlrepro.io import load_npy
@@ -91,28 +92,28 @@ class TrainParams:
         for key in ("width", "n_train", "n_val", "n_test", "steps", "eval_every", "ntk_every", "n_resamples"):
             check_positive_ints(key, [getattr(self, key)])
         if not self.depth_ratios or any(not r > 0 for r in self.depth_ratios):
-            raise ValueError(f"depth_ratios must be positive numbers, got {self.depth_ratios!r}")
+            raise ParamsError(f"depth_ratios must be positive numbers, got {self.depth_ratios!r}")
         if not (isinstance(self.ntk_probe, int) and self.ntk_probe >= 0):
-            raise ValueError(f"ntk_probe must be a non-negative integer, got {self.ntk_probe!r}")
+            raise ParamsError(f"ntk_probe must be a non-negative integer, got {self.ntk_probe!r}")
         if not self.seeds or any(not isinstance(s, int) for s in self.seeds):
-            raise ValueError(f"seeds must be a non-empty list of integers, got {self.seeds!r}")
+            raise ParamsError(f"seeds must be a non-empty list of integers, got {self.seeds!r}")
         if not self.lrs or any(not (isinstance(r, (int, float)) and r > 0) for r in self.lrs):
-            raise ValueError(f"lrs must be a non-empty list of positive numbers, got {self.lrs!r}")
+            raise ParamsError(f"lrs must be a non-empty list of positive numbers, got {self.lrs!r}")
         if sorted(set(self.lrs)) != list(self.lrs):
-            raise ValueError(f"lrs must be strictly increasing, got {self.lrs!r}")
+            raise ParamsError(f"lrs must be strictly increasing, got {self.lrs!r}")
         for key in ("divergence_loss", "c_w"):
             if not getattr(self, key) > 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)!r}")
+                raise ParamsError(f"{key} must be positive, got {getattr(self, key)!r}")
         for key in ("c_b", "lambda_w", "lambda_b"):
             if not getattr(self, key) >= 0:
-                raise ValueError(f"{key} must be non-negative, got {getattr(self, key)!r}")
+                raise ParamsError(f"{key} must be non-negative, got {getattr(self, key)!r}")
         if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+            raise ParamsError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.logger != "none":  # the trackers module imports Lightning: only when one is asked for
             from dlrepro.training import TRACKERS
 
             if self.logger not in TRACKERS:
-                raise ValueError(f"logger must be one of {list(TRACKERS)}, got {self.logger!r}")
+                raise ParamsError(f"logger must be one of {list(TRACKERS)}, got {self.logger!r}")
 
     def depths(self) -> list[int]:
         return [max(1, round(ratio * self.width)) for ratio in self.depth_ratios]
@@ -126,23 +127,23 @@ def load_split(data_dir: str | Path, split: str, n: int, seed: int, offset: int 
     give disjoint images)."""
     data_dir = Path(data_dir)
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ParamsError(f"split must be 'train' or 'test', got {split!r}")
     images = load_npy(data_dir / f"{split}_images.npy")
     labels = load_npy(data_dir / f"{split}_labels.npy")
     if images.ndim != 4 or len(images) != len(labels) or labels.ndim != 1:
-        raise ValueError(
+        raise InputFileError(
             f"{data_dir}: expected {split}_images (N, C, H, W) and {split}_labels (N,), "
             f"got shapes {images.shape} and {labels.shape}"
         )
     if offset + n > len(images):
         what = f"n_{split}={n}" if offset == 0 else f"{offset} + {n} images"
-        raise ValueError(f"{what} exceeds the {len(images)} images in {data_dir}")
+        raise InputFileError(f"{what} exceeds the {len(images)} images in {data_dir}")
     index = np.sort(np.random.default_rng(seed).permutation(len(images))[offset : offset + n])
     x = np.asarray(images[index], dtype=np.float64).reshape(n, -1)
     x = x - x.mean(axis=1, keepdims=True)
     norms = np.sqrt((x**2).mean(axis=1, keepdims=True))
     if np.any(norms == 0):
-        raise ValueError(f"{data_dir}: constant image(s) in {split} cannot be normalised")
+        raise InputFileError(f"{data_dir}: constant image(s) in {split} cannot be normalised")
     return x / norms, np.asarray(labels[index], dtype=np.int64)
 
 
@@ -267,7 +268,7 @@ class _Tracker:
 def load_splits(params: TrainParams, data_dir: str | Path) -> tuple[dict, int]:
     """Train / validation / test arrays and the number of classes."""
     if params.ntk_probe > params.n_train:
-        raise ValueError(f"ntk_probe={params.ntk_probe} exceeds n_train={params.n_train}")
+        raise ParamsError(f"ntk_probe={params.ntk_probe} exceeds n_train={params.n_train}")
     splits = {
         "train": load_split(data_dir, "train", params.n_train, params.data_seed),
         "val": load_split(data_dir, "train", params.n_val, params.data_seed, offset=params.n_train),
@@ -286,7 +287,7 @@ def run_training(params: TrainParams, data_dir: str | Path, inits: list[str] | N
     ratios = params.depth_ratios if depth_ratios is None else depth_ratios
     unknown = [r for r in ratios if r not in params.depth_ratios]
     if unknown or any(i not in params.inits for i in inits):
-        raise ValueError(f"inits {inits} / depth ratios {ratios} are not all in the config "
+        raise ParamsError(f"inits {inits} / depth ratios {ratios} are not all in the config "
                          f"({params.inits} / {params.depth_ratios})")
     depth_of = dict(zip(params.depth_ratios, params.depths()))
     records = []
@@ -302,7 +303,7 @@ def run_training(params: TrainParams, data_dir: str | Path, inits: list[str] | N
             final_val = {lr: dict(((s, m), v) for s, m, v in rows)[(params.steps, "val_loss")]
                          for lr, (rows, diverged) in grid.items() if not diverged}
             if not final_val:
-                raise ValueError(f"init {init} at depth {depth}: every learning rate of lrs={params.lrs} "
+                raise ParamsError(f"init {init} at depth {depth}: every learning rate of lrs={params.lrs} "
                                  f"diverged; add smaller rates")
             best = min(final_val, key=lambda lr: (final_val[lr], lr))
             log.info("selected lr %g (final validation loss %s)", best,

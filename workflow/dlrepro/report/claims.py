@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from dlrepro.errors import UserError
 
 #: the stages that contribute claims, in the order of ``claims.csv``
 STAGES = ("linreg", "collapse", "vae", "conformers", "width", "init", "scaling")
@@ -22,7 +23,7 @@ MODULES = {"linreg": "dlrepro.linreg_claims"}
 
 def module_name(stage: str) -> str:
     if stage not in STAGES:
-        raise ValueError(f"stage {stage!r} has no claims; stages with claims: {', '.join(STAGES)}")
+        raise UserError(f"stage {stage!r} has no claims; stages with claims: {', '.join(STAGES)}")
     return MODULES.get(stage, f"dlrepro.{stage}.claims")
 
 
@@ -37,7 +38,7 @@ def collect(stages, results_dir: str | Path, config: dict):
     must be unique."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        raise ValueError(f"stage(s) {unknown} have no claims; stages with claims: {', '.join(STAGES)}")
+        raise UserError(f"stage(s) {unknown} have no claims; stages with claims: {', '.join(STAGES)}")
     out = []
     for stage in [s for s in STAGES if s in stages]:
         out += stage_claims(stage, results_dir, config)

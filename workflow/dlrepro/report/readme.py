@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from dlrepro import claims as C
+from dlrepro.errors import InputFileError
 from dlrepro.io import read_json
 from dlrepro.report.render import fmt, markdown
 
@@ -214,7 +215,7 @@ def section(claims: list[C.Claim], results: Path, figures: Path | None, link_pre
 def replace_between_markers(text: str, body: str, where: str = "README.md") -> str:
     """``text`` with everything between :data:`BEGIN` and :data:`END` replaced by ``body``."""
     if text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise ValueError(f"{where} must hold the markers {BEGIN!r} and {END!r} exactly once each")
+        raise InputFileError(f"{where} must hold the markers {BEGIN!r} and {END!r} exactly once each")
     head, rest = text.split(BEGIN)
     _, tail = rest.split(END)
     return f"{head}{BEGIN}\n{body.rstrip()}\n{END}{tail}"

@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrepro.errors import UserError
 from dlrepro.io import write_csv, write_json
 from dlrepro.log import get_logger
 from dlrepro.scaling.fit import NAMINGS, PARAM_NAMES, FitOptions
@@ -302,10 +303,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _guarded(prog: str, args: argparse.Namespace) -> int:
-    """Run; an input error is one line on stderr and exit status 2."""
+    """Run; an input error (any :class:`dlrepro.errors.UserError`, :class:`InputError` among
+    them) is one line on stderr and exit status 2; anything else keeps its traceback."""
     try:
         return _run(args)
-    except InputError as err:
+    except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
 

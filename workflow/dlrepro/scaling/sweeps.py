@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dlrepro.errors import UserError
 from dlrepro.io import sha256_bytes, sha256_file
 from dlrepro.log import get_logger
 from dlrepro.scaling.bootstrap import is_fittable
@@ -37,7 +38,7 @@ from dlrepro.scaling.fit import (
 PREPARERS = {"width_sweep": width_sweep_points}
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """A user's input cannot be fitted; the message is one line for the terminal."""
 
 

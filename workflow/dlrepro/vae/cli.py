@@ -43,6 +43,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from dlrepro.errors import InputFileError, ParamsError, UserError
 from dlrepro.io import read_json, save_npy, sha256_file, write_csv, write_json
 from dlrepro.log import get_logger
 from dlrepro.policies import POLICIES
@@ -91,7 +92,7 @@ def _positive(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if value is not None and not value > 0:
-            raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {value!r}")
+            raise ParamsError(f"{type(obj).__name__}.{name} must be > 0, got {value!r}")
 
 
 @dataclass
@@ -112,7 +113,7 @@ class _OptimParams:
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.max_steps is not None:
-            raise ValueError(
+            raise ParamsError(
                 f"set exactly one of epochs and max_steps, got epochs={self.epochs!r}, "
                 f"max_steps={self.max_steps!r}"
             )
@@ -120,11 +121,11 @@ class _OptimParams:
             self.epochs = self.default_epochs
         _positive(self, "batch_size", "lr", "epochs", "max_steps")
         if self.warmup_steps < 0 or self.weight_decay < 0:
-            raise ValueError(
+            raise ParamsError(
                 f"warmup_steps and weight_decay must be >= 0, got {self.warmup_steps}, {self.weight_decay}"
             )
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+            raise ParamsError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
 
     def optim_kwargs(self) -> dict[str, Any]:
         """The optimiser settings a Lightning module of :mod:`dlrepro.vae.module` takes."""
@@ -172,7 +173,7 @@ class SampleParams:
         from dlrepro.vae.model import SAMPLE_MODES
 
         if self.mode not in SAMPLE_MODES:
-            raise ValueError(f"sample mode must be one of {SAMPLE_MODES}, got {self.mode!r}")
+            raise ParamsError(f"sample mode must be one of {SAMPLE_MODES}, got {self.mode!r}")
         _positive(self, "batch_size", "num_threads")
 
 
@@ -189,7 +190,7 @@ class EvalParams:
     def __post_init__(self) -> None:
         _positive(self, "batch_size", "kid_subsets", "kid_subset_size", "num_threads")
         if not 0.0 < self.min_class_mass < 1.0:
-            raise ValueError(f"min_class_mass must lie in (0, 1), got {self.min_class_mass}")
+            raise ParamsError(f"min_class_mass must lie in (0, 1), got {self.min_class_mass}")
 
 
 def parse_params(cls: type, text: str | None) -> Any:
@@ -253,15 +254,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     params = parse_params(TrainParams, args.params)
     if args.generation < 0:
-        raise ValueError(f"--generation must be >= 0, got {args.generation}")
+        raise UserError(f"--generation must be >= 0, got {args.generation}")
     if args.data_spec == "real":
         if args.data_dir is None:
-            raise ValueError("--data-spec real needs --data-dir (the real data directory)")
+            raise UserError("--data-spec real needs --data-dir (the real data directory)")
         data = ImageMix.real(args.data_dir)
     else:
         spec = read_json(args.data_spec)
         if (spec["generation"], spec["policy"]) != (args.generation, args.policy):
-            raise ValueError(
+            raise UserError(
                 f"{args.data_spec} mixes generation {spec['generation']} by {spec['policy']!r}, "
                 f"but --generation {args.generation} --policy {args.policy!r} was given"
             )
@@ -336,7 +337,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.like is not None:
         args.n = int(read_json(Path(args.like) / "manifest.json")["splits"]["train"]["n_images"])
     if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+        raise UserError(f"--n must be >= 1, got {args.n}")
     if params.num_threads:
         torch.set_num_threads(params.num_threads)
     model, meta = load_model(args.model, "conv_vae")
@@ -372,9 +373,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_mix(args: argparse.Namespace) -> int:
     if args.policy not in POLICIES:
-        raise ValueError(f"unknown policy {args.policy!r}; known: {sorted(POLICIES)}")
+        raise UserError(f"unknown policy {args.policy!r}; known: {sorted(POLICIES)}")
     if args.generation < 1:
-        raise ValueError(f"--generation must be >= 1 (generation 0 trains on real data), got {args.generation}")
+        raise UserError(f"--generation must be >= 1 (generation 0 trains on real data), got {args.generation}")
     spec, indices = build_mix(args.policy, args.generation, args.seed, args.real, args.synthetic or [])
     log = get_logger("vae-mix", generation=args.generation, policy=args.policy, seed=args.seed)
     log.info("%d images: %s", spec["total"], ", ".join(f"{s['source']}={s['count']}" for s in spec["shares"]))
@@ -396,7 +397,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     samples_dir = Path(args.samples)
     manifest = read_json(samples_dir / "manifest.json")
     if manifest["source_sha256"] != sha256_file(args.model):
-        raise ValueError(
+        raise UserError(
             f"--samples {samples_dir} were drawn from {manifest['source_model']}, not from --model {args.model}"
         )
     log = get_logger("vae-evaluate", generation=meta["generation"], policy=meta["policy"], seed=meta["seed"])
@@ -453,7 +454,7 @@ def expand_shared_generation0(records: list[dict[str, Any]]) -> list[dict[str, A
         if r["policy"] is not None:
             out.append(r)
         elif r["generation"] != 0:
-            raise ValueError(f"a generation {r['generation']} result has no policy: {r}")
+            raise InputFileError(f"a generation {r['generation']} result has no policy: {r}")
         else:
             out.extend({**r, "policy": p} for p in (policies or ["none"]))
     return out
@@ -466,7 +467,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     frame = pd.DataFrame([{c: r[c] for c in SUMMARY_COLUMNS} for r in records], columns=SUMMARY_COLUMNS)
     duplicated = frame.duplicated(["policy", "generation", "seed"])
     if duplicated.any():
-        raise ValueError(f"duplicate (policy, generation, seed) rows:\n{frame[duplicated]}")
+        raise InputFileError(f"duplicate (policy, generation, seed) rows:\n{frame[duplicated]}")
     frame = frame.sort_values(["policy", "seed", "generation"], kind="stable").reset_index(drop=True)
     write_csv(args.out, frame)
     get_logger("vae-summarize").info("%d rows -> %s", len(frame), args.out)
@@ -486,7 +487,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from dlrepro.vae.plots import plot_grid
 
     if args.per_cell < 1:
-        raise ValueError(f"--per-cell must be >= 1, got {args.per_cell}")
+        raise UserError(f"--per-cell must be >= 1, got {args.per_cell}")
     records = []
     for d in args.samples:
         manifest = read_json(Path(d) / "manifest.json")

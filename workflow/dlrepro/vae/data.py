@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dlrepro.errors import InputFileError
 from dlrepro.io import load_npy, read_json, save_npy, sha256_file, write_json
 from dlrepro.policies import manifest as policy_manifest
 from dlrepro.policies import mix as policy_mix
@@ -49,7 +50,7 @@ def open_images(path: str | os.PathLike) -> np.ndarray:
     """Memory-map an image array and check that it is float32 ``(N, 1, 28, 28)``."""
     images = load_npy(path)
     if images.dtype != np.float32 or images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE:
-        raise ValueError(
+        raise InputFileError(
             f"{path}: expected float32 images of shape (N, {', '.join(map(str, IMAGE_SHAPE))}), "
             f"got {images.dtype} {tuple(images.shape)}"
         )
@@ -75,12 +76,12 @@ class ImageMix:
     def __init__(self, shares: list[ImageShare]) -> None:
         shares = [s for s in shares if len(s.indices)]
         if not shares:
-            raise ValueError("the mix has no images")
+            raise InputFileError("the mix has no images")
         self.shares = shares
         self._arrays = [open_images(s.path) for s in shares]
         for share, array in zip(shares, self._arrays):
             if share.indices.min() < 0 or share.indices.max() >= len(array):
-                raise ValueError(
+                raise InputFileError(
                     f"share {share.source!r} indexes beyond {share.path} ({len(array)} images)"
                 )
         counts = np.array([len(s.indices) for s in shares], dtype=np.int64)
@@ -134,7 +135,7 @@ class LabelledImages:
         self.images = open_images(data_dir / REAL_IMAGES)
         self.labels = load_npy(data_dir / REAL_LABELS)
         if len(self.labels) != len(self.images):
-            raise ValueError(f"{data_dir}: {len(self.images)} images but {len(self.labels)} labels")
+            raise InputFileError(f"{data_dir}: {len(self.images)} images but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -161,7 +162,7 @@ def build_mix(
     still unset) and the concatenated indices.
     """
     if len(synthetic_dirs) != generation:
-        raise ValueError(
+        raise InputFileError(
             f"generation {generation} mixes {generation} synthetic pools, "
             f"got {len(synthetic_dirs)} synthetic directories"
         )

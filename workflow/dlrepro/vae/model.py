@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from dlrepro.errors import InputFileError, ParamsError
 
 SAMPLE_MODES = ("mean", "bernoulli")
 
@@ -51,7 +52,7 @@ class VAEConfig:
         for name in ("latent_dim", "channels", "hidden"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"VAEConfig.{name} must be a positive integer, got {value!r}")
+                raise ParamsError(f"VAEConfig.{name} must be a positive integer, got {value!r}")
 
 
 class ConvVAE(nn.Module):
@@ -116,7 +117,7 @@ class ConvVAE(nn.Module):
         ``mode="bernoulli"``: binary pixels drawn from those means (full ancestral sampling).
         """
         if mode not in SAMPLE_MODES:
-            raise ValueError(f"sample mode must be one of {SAMPLE_MODES}, got {mode!r}")
+            raise ParamsError(f"sample mode must be one of {SAMPLE_MODES}, got {mode!r}")
         device = next(self.parameters()).device
         z = torch.randn(n, self.config.latent_dim, generator=generator, device=device)
         probs = torch.sigmoid(self.decode(z).float())
@@ -135,7 +136,7 @@ class ClassifierConfig:
         for name in ("channels", "feature_dim", "n_classes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"ClassifierConfig.{name} must be a positive integer, got {value!r}")
+                raise ParamsError(f"ClassifierConfig.{name} must be a positive integer, got {value!r}")
 
 
 class SmallCNN(nn.Module):
@@ -190,7 +191,7 @@ def load_model(path: str | os.PathLike, kind: str) -> tuple[nn.Module, dict[str,
     """The model in ``path`` (in eval mode, on CPU) and its ``meta``; it must be of ``kind``."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("kind") != kind:
-        raise ValueError(f"{path} holds a {payload.get('kind')!r} model, expected {kind!r}")
+        raise InputFileError(f"{path} holds a {payload.get('kind')!r} model, expected {kind!r}")
     cls, config_cls = KINDS[kind]
     model = cls(config_cls(**payload["config"]))
     model.load_state_dict(payload["state_dict"])

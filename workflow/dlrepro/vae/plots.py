@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dlrepro import style
+from dlrepro.errors import InputFileError
 
 PANELS = [
     ("test_neg_elbo", "test −ELBO (nats / image)"),
@@ -27,9 +28,9 @@ PANELS = [
 def plot_summary(frame: pd.DataFrame, out: str | os.PathLike) -> None:
     missing = [c for c in ["policy", "generation", "seed"] + [p for p, _ in PANELS] if c not in frame]
     if missing:
-        raise ValueError(f"summary table lacks columns {missing}")
+        raise InputFileError(f"summary table lacks columns {missing}")
     if frame.empty:
-        raise ValueError("summary table has no rows")
+        raise InputFileError("summary table has no rows")
     fig, axes = style.subplots(len(PANELS))
     for ax, (column, label) in zip(axes, PANELS):
         for policy, rows in frame.groupby("policy", sort=True):
@@ -62,7 +63,7 @@ def _mosaic(images: np.ndarray) -> np.ndarray:
 def plot_grid(cells: list[tuple[str, int, np.ndarray]], out: str | os.PathLike) -> None:
     """``cells``: (policy, generation, images ``(n, 1, 28, 28)``) for every shown cell."""
     if not cells:
-        raise ValueError("no sample sets to show")
+        raise InputFileError("no sample sets to show")
     policies = sorted({p for p, _, _ in cells})
     generations = sorted({g for _, g, _ in cells})
     fig, axes = style.subplots(len(policies) * len(generations), ncols=len(generations))
