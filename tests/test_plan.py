@@ -65,11 +65,11 @@ def test_paper_plan_runs_in_seconds_without_data_or_torch(tmp_path):
 
 def test_strict_names_the_job_and_both_numbers(tmp_path):
     ok = run_plan("--configfile", PAPER, "--results", tmp_path, "--config",
-                  "compute.light_resources.mem_mb=16000", "--strict")
+                  "compute={light_resources: {mem_mb: 16000}}", "--strict")
     assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr
     small = run_plan("--configfile", PAPER, "--results", tmp_path, "--strict",
-                     "--config", "compute.train_resources.runtime=30",
-                     "--config", "compute.light_resources.mem_mb=16000")
+                     "--config", "compute={train_resources: {runtime: 30}}",
+                     "--config", "compute={light_resources: {mem_mb: 16000}}")
     assert small.returncode == 1, small.stdout[-2000:]
     m = re.search(r"--strict: (\d+) job\(s\) exceed their request, e\.g\. (\S+): estimated ([\d,]+) min > "
                   r"runtime request 30 min", small.stderr)
@@ -79,11 +79,11 @@ def test_strict_names_the_job_and_both_numbers(tmp_path):
     assert "llama-126m" in m.group(2)  # the worst overrun is named first
     assert "collapse_sample_gen1[model=llama-126m,seed=0]: estimated" in small.stdout
     mem = run_plan("--configfile", PAPER, "--results", tmp_path, "--strict",
-                   "--config", "compute.train_resources.mem_mb=1000",
-                   "--config", "compute.light_resources.mem_mb=16000")
+                   "--config", "compute={train_resources: {mem_mb: 1000}}",
+                   "--config", "compute={light_resources: {mem_mb: 16000}}")
     assert mem.returncode == 1
     assert re.search(r"estimated [\d,]+ MB > mem_mb request 1,000 MB", mem.stderr), mem.stderr
-    bad = run_plan("--configfile", PAPER, "--config", "compute.plan.mfu=3")
+    bad = run_plan("--configfile", PAPER, "--config", "compute={plan: {mfu: 3}}")
     assert bad.returncode == 2 and "compute.plan.mfu" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -192,5 +192,29 @@ def test_prepared_manifests_replace_the_documented_figures(tmp_path):
     job = gen0(cfg)
     B, T = cfg["collapse"]["optim"]["batch_size"], cfg["collapse"]["models"][0]["block_size"]
     assert job.work == (2_000_000 // T // B) * B * T  # one epoch of the manifest's windows
-    other = load_config([], ["data.text.vocab_size=1024"])
+    other = load_config([], ["data={text: {vocab_size: 1024}}"])
     assert gen0(other).work != job.work  # the manifest is for vocab 512: figures instead
+
+
+def test_plan_takes_snakemakes_config_form(tmp_path):
+    """One --config form everywhere (#32): plan builds from Snakemake's form the config that
+    check-config (and so the Snakefile) builds, merging nested keys; a dotted key is refused
+    by both with the same one-line hint."""
+    from dlrepro.config import ConfigError, check_snakemake_args
+    from dlrepro.plan.cli import load_config
+
+    args = ["--configfile", str(SMOKE), "--config", "collapse={generations: 2, optim: {lr: 0.002}}", "seed=3",
+            "--config", "compute={train_resources: {runtime: 45}}"]
+    ours = load_config([str(SMOKE)], args[3:5] + args[6:])
+    assert ours == check_snakemake_args(["-n", *args])
+    assert ours["collapse"]["generations"] == 2 and ours["collapse"]["optim"]["lr"] == 0.002 and ours["seed"] == 3
+    assert ours["collapse"]["models"] == load_config([str(SMOKE)], [])["collapse"]["models"]  # merged, not replaced
+    assert ours["compute"]["train_resources"]["runtime"] == 45
+    with pytest.raises(ConfigError) as dotted:
+        load_config([], ["collapse.generations=2"])
+    with pytest.raises(ConfigError) as same:
+        check_snakemake_args(["-n", "--config", "collapse.generations=2"])
+    assert str(dotted.value) == str(same.value) and "--config 'collapse={generations: 2}'" in str(same.value)
+    proc = run_plan("--configfile", SMOKE, "--results", tmp_path, "--brief",
+                    "--config", "collapse={generations: 2}", "scaling={data_sweep: {fractions: [0.25, 0.5, 1.0]}}")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr

@@ -575,35 +575,70 @@ def load_config_file(path: str | os.PathLike, what: str = "config file") -> dict
     return data
 
 
+CONFIG_FORM_HELP = (
+    "Snakemake's --config form, the one form every entry point takes (make run/smoke/report "
+    "ARGS=..., python -m dlrepro plan, check-config, snakemake): top-level keys, a nested value "
+    "as a YAML flow mapping, e.g. --config seed=1 'collapse={generations: 3, optim: {lr: 0.002}}'; "
+    "nested keys merge into the configuration, lists replace. Dotted keys (collapse.generations=3) "
+    "are refused with the nested spelling, because Snakemake refuses them"
+)
+
+
+def snakemake_config_parser(prog: str | None = None, add_help: bool = False):
+    """The configuration options of a ``snakemake`` command line, as Snakemake reads them."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog=prog, add_help=add_help, allow_abbrev=False,
+        usage=f"{prog} [--configfile FILE ...] [--config KEY=VALUE ...] [-n] [-d DIR] "
+              "[other snakemake arguments]" if prog else None,
+        description="Check the configuration a snakemake command line would run with (config.yaml, "
+                    "each --configfile merged over it, then --config), the way the Snakefile checks it, "
+                    "and the errors Snakemake raises before the Snakefile runs (a missing or malformed "
+                    "--configfile, a malformed --config). Exit 0 if it is valid, else print one line "
+                    "and exit 1. Other snakemake arguments are ignored. Used by make run/smoke/report.",
+    )
+    ap.add_argument("--configfile", "--configfiles", nargs="+", action="extend", default=[], metavar="FILE",
+                    help="YAML or JSON merged over config.yaml, in order (e.g. workflow/presets/smoke.yaml)")
+    ap.add_argument("--config", "-C", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                    help=CONFIG_FORM_HELP)
+    ap.add_argument("--directory", "-d", default=None, metavar="DIR",
+                    help="the working directory relative paths (data.mirror, ...) are read from")
+    ap.add_argument("--replace-workflow-config", action="store_true", help="start from {} instead of config.yaml")
+    ap.add_argument("--dry-run", "--dryrun", "-n", action="store_true",
+                    help="a dry run: folders the config names are not checked (as the Snakefile)")
+    return ap
+
+
+def merged_config(configfiles: Iterable[str | os.PathLike], config_entries: Iterable[str], *,
+                  replace_workflow_config: bool = False, default_config: Path = DEFAULT_CONFIG) -> dict[str, Any]:
+    """The configuration Snakemake builds from ``--configfile`` and ``--config`` (before
+    validation): ``config.yaml`` (unless replaced), each file merged over it, then the
+    ``--config`` entries (:data:`CONFIG_FORM_HELP`), their values read with the schema's types."""
+    overrides = parse_config_args(config_entries)
+    merged: dict[str, Any] = {} if replace_workflow_config else load_config_file(default_config)
+    for f in configfiles:
+        _merge(merged, load_config_file(f))
+    _merge(merged, overrides)
+    return coerce_overrides(merged, overrides)
+
+
 def check_snakemake_args(argv: list[str], default_config: Path = DEFAULT_CONFIG) -> dict[str, Any]:
     """Validate the configuration a ``snakemake`` command line would use, the way the
     Snakefile will (and the configuration errors Snakemake raises before the Snakefile
     runs: unreadable ``--configfile``, malformed ``--config``). Returns the validated
     config; raises :class:`ConfigError`."""
-    import argparse
-
-    ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    ap.add_argument("--configfile", "--configfiles", nargs="+", action="extend", default=[])
-    ap.add_argument("--config", "-C", nargs="*", action="extend", default=[])
-    ap.add_argument("--directory", "-d", default=None)
-    ap.add_argument("--replace-workflow-config", action="store_true")
-    ap.add_argument("--dry-run", "--dryrun", "-n", action="store_true")
-    args, _ = ap.parse_known_args(argv)
-    overrides = parse_config_args(args.config)
-    merged: dict[str, Any] = {} if args.replace_workflow_config else load_config_file(default_config)
-    for f in args.configfile:
-        _merge(merged, load_config_file(f))
-    _merge(merged, overrides)
-    merged = coerce_overrides(merged, overrides)
+    args, _ = snakemake_config_parser().parse_known_args(argv)
+    merged = merged_config(args.configfile, args.config, replace_workflow_config=args.replace_workflow_config,
+                           default_config=default_config)
     return validate_config(merged, check_paths=not args.dry_run, base_dir=args.directory)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dlrepro check-config [snakemake arguments]``: exit 0 if the
-    configuration of that command line is valid, else print one line and exit 1."""
+    """``python -m dlrepro check-config [snakemake arguments]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["-h"], ["--help"]):
-        print(main.__doc__.strip())
+    if "-h" in argv or "--help" in argv:
+        snakemake_config_parser(prog="python -m dlrepro check-config", add_help=True).print_help()
         return 0
     try:
         check_snakemake_args(argv)

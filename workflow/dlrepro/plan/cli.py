@@ -6,7 +6,9 @@
 
 The configuration is built as the workflow builds it: ``config.yaml``, then each
 ``--configfile`` merged over it (nested keys merged, lists replaced, as Snakemake does),
-then ``--config`` overrides (dotted keys, YAML values), validated against the schema with
+then ``--config`` overrides in Snakemake's own form (top-level keys, nested values as YAML
+flow mappings: ``--config 'compute={train_resources: {runtime: 60}}'``; the form of
+``snakemake``, ``make run ARGS=...`` and ``check-config``), validated against the schema with
 its defaults filled in. ``--config-json`` takes an already merged configuration (the
 Snakemake rule ``plan`` passes its own).
 
@@ -20,14 +22,12 @@ option that imports torch).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-import yaml
-
+from dlrepro.config import CONFIG_FORM_HELP
 from dlrepro.plan.costs import ACCELERATORS, Accelerator
 from dlrepro.plan.jobs import Job
 from dlrepro.plan.stages import plan_jobs
@@ -41,46 +41,19 @@ COLUMNS = [
 ]
 
 
-def merge(base: dict, update: dict) -> dict:
-    """Snakemake's ``update_config``: nested dicts merged, anything else replaced."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _set_dotted(cfg: dict, assignment: str) -> None:
-    if "=" not in assignment:
-        raise ValueError(f"--config {assignment!r}: expected KEY=VALUE")
-    key, raw = assignment.split("=", 1)
-    node = cfg
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"--config {assignment!r}: {part!r} is not a mapping")
-    node[parts[-1]] = yaml.safe_load(raw)
-
-
 def load_config(configfiles: list[str], overrides: list[str], config_json: str | None = None) -> dict:
-    from dlrepro.config import validate_config
+    """The validated configuration of ``--configfile``/``--config`` as Snakemake builds it
+    (:func:`dlrepro.config.merged_config`: the same form as ``snakemake`` and
+    ``check-config``), or of an already merged ``config_json``."""
+    from dlrepro.config import ConfigError, merged_config, validate_config
 
     if config_json is not None:
-        return validate_config(json.loads(config_json))
-    with open(ROOT / "config.yaml", encoding="utf-8") as fh:
-        cfg = yaml.safe_load(fh) or {}
-    for path in configfiles:
         try:
-            with open(path, encoding="utf-8") as fh:
-                cfg = merge(cfg, yaml.safe_load(fh) or {})
-        except OSError as exc:
-            raise ValueError(f"--configfile {path}: {exc.strerror}") from None
-    for assignment in overrides:
-        _set_dotted(cfg, assignment)
-    return validate_config(cfg)
+            cfg = json.loads(config_json)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--config-json is not valid JSON: {exc}") from None
+        return validate_config(cfg)
+    return validate_config(merged_config(configfiles, overrides))
 
 
 def measure_cpu_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:
@@ -190,11 +163,14 @@ def totals(rows: list[dict], jobs: list[Job], ctx) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dlrepro plan", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configfile", action="append", default=[], help="a preset merged over config.yaml (repeatable)")
-    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one key, e.g. compute.train_resources.runtime=60 (repeatable)")
+    p = argparse.ArgumentParser(prog="python -m dlrepro plan", description="What a configuration costs before it is submitted: jobs, FLOPs, GPU-hours, "
+                                "memory and disk per stage and job kind, and every job whose estimate exceeds its "
+                                "runtime or memory request. Reads only the config (and prepared data manifests where "
+                                "there are any); imports no torch.")
+    p.add_argument("--configfile", "--configfiles", nargs="+", action="extend", default=[], metavar="FILE",
+                   help="presets merged over config.yaml, in order (e.g. workflow/presets/paper.yaml)")
+    p.add_argument("--config", "-C", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help=CONFIG_FORM_HELP)
     p.add_argument("--config-json", default=None, help=argparse.SUPPRESS)
     p.add_argument("--accelerator", choices=sorted(ACCELERATORS), default=None,
                    help="the device to estimate for (default: compute.plan.accelerator)")
@@ -214,7 +190,7 @@ def main(argv: list[str]) -> int:
 
     try:
         cfg = load_config(args.configfile, args.config, args.config_json)
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         print(f"plan: invalid configuration: {exc}", file=sys.stderr)
         return 2
     if args.mfu is not None:
