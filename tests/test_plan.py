@@ -218,3 +218,35 @@ def test_plan_takes_snakemakes_config_form(tmp_path):
     proc = run_plan("--configfile", SMOKE, "--results", tmp_path, "--brief",
                     "--config", "collapse={generations: 2}", "scaling={data_sweep: {fractions: [0.25, 0.5, 1.0]}}")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_plan_follows_the_width_stages_own_defaults(monkeypatch, tmp_path):
+    """Every default has one home: the planner reads the width stage's parameter objects
+    (dlrepro.width.params), so a default changed there changes the plan, with no copy to
+    update."""
+    from dataclasses import dataclass
+
+    from dlrepro.plan.cli import load_config
+    from dlrepro.plan.stages import plan_jobs
+    from dlrepro.width import params
+
+    cfg = load_config([], [])
+    assert cfg["width"]["mlp"] and "steps" not in cfg["width"]["mlp"]["train"]  # the default applies
+
+    def mlp_cells():
+        _, jobs = plan_jobs(cfg, tmp_path)
+        cells = [j for j in jobs if j.kind == "width_run[mlp]"]
+        assert cells
+        return sum(j.work for j in cells), cells[0].notes
+
+    work, notes = mlp_cells()
+    assert any(f"x {params.MLPParams.steps:,} steps" in n for n in notes), notes
+
+    @dataclass
+    class LongerMLP(params.MLPParams):
+        steps: int = 2 * params.MLPParams.steps
+
+    monkeypatch.setitem(params.PARAMS_CLASSES, "mlp", LongerMLP)
+    longer, notes = mlp_cells()
+    assert longer == 2 * work
+    assert any(f"x {2 * params.MLPParams.steps:,} steps" in n for n in notes), notes

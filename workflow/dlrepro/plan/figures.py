@@ -117,7 +117,7 @@ class ImageData:
 
 def image_data(name: str, images_cfg: dict, results: Path) -> ImageData:
     fig = IMAGE_FIGURES[name]
-    src = images_cfg.get("mnist_source", "official") if name == "mnist" else "official"
+    src = images_cfg["mnist_source"] if name == "mnist" else "official"
     man = _manifest(results, name)
     settings = (man or {}).get("settings", {})
     if man and settings.get("source") == src and settings.get("max_train") == images_cfg.get("max_train") \
@@ -138,7 +138,7 @@ def image_data(name: str, images_cfg: dict, results: Path) -> ImageData:
 
 
 def image_raw_bytes(name: str, images_cfg: dict) -> int:
-    src = images_cfg.get("mnist_source", "official") if name == "mnist" else "official"
+    src = images_cfg["mnist_source"] if name == "mnist" else "official"
     return IMAGE_FIGURES[name]["raw_bytes"][src]
 
 

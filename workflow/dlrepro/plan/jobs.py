@@ -152,7 +152,7 @@ def wildcard_text(**kw) -> str:
 
 def transformer_shape(model: dict, vocab: int) -> TransformerShape:
     return TransformerShape(vocab, model["block_size"], model["n_layer"], model["d_model"], model["n_head"],
-                            model.get("arch", "gpt2"), model.get("bias", True), model.get("tie_embeddings", True))
+                            model["arch"], model["bias"], model["tie_embeddings"])
 
 
 def lm_train_job(ctx: Context, job: Job, shape: TransformerShape, tokens: float, optim: dict,

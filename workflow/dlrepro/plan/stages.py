@@ -11,6 +11,7 @@ counted, with their estimates left blank.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
@@ -314,34 +315,33 @@ def conformers_jobs(ctx: Context) -> Iterator[Job]:
     yield from curves_jobs(ctx, "conformers")
 
 
-def _width_runs(train: dict, defaults: dict) -> int:
-    p = {**defaults, **train}
+def _width_runs(p: dict) -> int:
+    """Training runs of one width cell: each seed at the base lr, and the lr sweep's seeds
+    at every grid point (one run where they coincide), as dlrepro.width.runs trains them."""
     keys = {(s, 0.0) for s in p["seeds"]} | {(s, float(k)) for s in p["lr_sweep_seeds"] for k in p["lr_log2_grid"]}
     return len(keys)
 
 
-MLP_DEFAULTS = {"seeds": [0, 1, 2], "lr_sweep_seeds": [0], "lr_log2_grid": [-3, -2, -1, 0, 1, 2], "batch_size": 64,
-                "steps": 150, "depth": 2, "pool": 2, "n_test": 1000, "n_train_eval": 500, "eval_points": 8}
-CNN_DEFAULTS = {**MLP_DEFAULTS, "seeds": [0, 1], "lr_log2_grid": [-2, -1, 0, 1, 2], "batch_size": 32, "steps": 100,
-                "depth": 3, "kernel_size": 3, "n_test": 500, "n_train_eval": 250, "eval_points": 6}
-LM_DEFAULTS = {"seeds": [0, 1], "lr_sweep_seeds": [0], "lr_log2_grid": [-2, -1, 0, 1], "batch_size": 8, "steps": 80,
-               "n_layer": 2, "head_dim": 16, "block_size": 64, "arch": "gpt2", "n_test": 32, "n_train_eval": 32,
-               "eval_points": 6}
+def width_train_params(cfg: dict, model: str) -> dict:
+    """The training params of a width model as the stage runs it: the config's ``train``
+    block over the stage's own defaults (:func:`dlrepro.width.params.train_params`, the one
+    home of those defaults; the planner keeps no copy)."""
+    from dlrepro.width.params import train_params
+
+    return asdict(train_params(model, cfg["width"][model]["train"], f"width.{model}.train"))
 
 
 def width_shapes(ctx: Context, model: str, width: int):
     """The model of a width cell and its settings (dlrepro.width.params defaults filled in)."""
     sec = ctx.cfg["width"][model]
+    p = width_train_params(ctx.cfg, model)
     if model == "mlp":
-        p = {**MLP_DEFAULTS, **sec["train"]}
         in_dim = (28 // p["pool"]) ** 2
         return MLPShape(in_dim, width, 10, p["depth"]), p
     if model == "cnn":
-        p = {**CNN_DEFAULTS, **sec["train"]}
         cifar = sec.get("dataset") == "cifar10"
         side = (32 if cifar else 28) // p["pool"]
         return WidthCNNShape(3 if cifar else 1, side, width, 10, p["depth"], p["kernel_size"]), p
-    p = {**LM_DEFAULTS, **sec["train"]}
     shape = TransformerShape(ctx.cfg["data"]["text"]["vocab_size"], p["block_size"], p["n_layer"], width,
                              max(1, width // p["head_dim"]), p["arch"], bias=False, tie_embeddings=False)
     return shape, p
@@ -349,7 +349,6 @@ def width_shapes(ctx: Context, model: str, width: int):
 
 def width_jobs(ctx: Context) -> Iterator[Job]:
     wc_cfg = ctx.cfg["width"]
-    defaults = {"mlp": MLP_DEFAULTS, "cnn": CNN_DEFAULTS, "lm": LM_DEFAULTS}
     for model in ("mlp", "cnn", "lm"):
         sec = wc_cfg.get(model)
         if not sec:
@@ -358,7 +357,7 @@ def width_jobs(ctx: Context) -> Iterator[Job]:
             for param in (wc_cfg["parametrizations"] if names is None else names):
                 for w in sec["widths"]:
                     shape, p = width_shapes(ctx, model, w)
-                    runs = _width_runs(sec["train"], defaults[model])
+                    runs = _width_runs(p)
                     j = ctx.job("width", "width_run", wildcard_text(model=model, arm=arm, param=param, width=w),
                                 kind=f"width_run[{model}]")
                     B, steps = p["batch_size"], p["steps"]
@@ -380,15 +379,15 @@ def width_jobs(ctx: Context) -> Iterator[Job]:
                     j.disk_bytes = 1e5 * runs
                     j.notes.append(f"{runs} runs x {steps:,} steps of {B}")
                     yield j
-    cc = wc_cfg.get("coord_check") or {}
-    models = [m for m in cc.get("models", ["mlp", "lm"]) if wc_cfg.get(m)]
+    cc = wc_cfg["coord_check"]  # validated: the schema's defaults filled in
+    models = [m for m in cc["models"] if wc_cfg.get(m)]
     if models:
         j = ctx.job("width", "width_coord_check")
         flops = 0.0
         for model in models:
             for w in wc_cfg[model]["widths"]:
                 shape, p = width_shapes(ctx, model, w)
-                n = len(wc_cfg["parametrizations"]) * len(cc.get("seeds", [0])) * cc.get("steps", 5) * cc.get("batch_size", 32)
+                n = len(wc_cfg["parametrizations"]) * len(cc["seeds"]) * cc["steps"] * cc["batch_size"]
                 flops += n * (shape.block_size * shape.train_flops_per_token() if model == "lm" else
                               shape.train_flops_per_item())
         j.flops, j.seconds = flops, ctx.seconds(flops)
