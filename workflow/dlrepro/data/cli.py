@@ -23,7 +23,7 @@ def _sources(dataset: str, raw_dir: Path, subset: str) -> dict[str, Path]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dlrepro data")
+    ap = argparse.ArgumentParser(prog="python -m dlrepro data", description="Obtain the public data sets (checksum-verified, from the network or the offline mirror) and prepare them for the stages.")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("download", help="obtain one upstream file, verified")

@@ -218,7 +218,8 @@ def cmd_readme(args) -> int:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dlrepro report")
+    ap = argparse.ArgumentParser(prog="python -m dlrepro report", description="The reports of a run: results/summary.md and results/claims.csv (written by the workflow), and the README's measured-results "
+                                 "section (make docs).")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("summary", help="results/summary.md from the result tables")
     for name in SECTIONS:
