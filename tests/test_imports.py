@@ -175,3 +175,16 @@ def test_no_module_uses_another_modules_private_names(graph):
         f"{m} uses {t}.{n}" for m, t, n in new)
     stale = sorted(PRIVATE_IMPORT_ALLOWLIST_WIDTH_STAGE - found)
     assert not stale, f"allowlist entries no longer needed, remove them: {stale}"
+
+
+def test_no_module_imports_a_command_module(graph):
+    """The commands sit on top of their stage: only the entry point reaches them (by name,
+    through dlrepro.commands). dlrepro.config (the validation, also check-config) and
+    dlrepro.warm (the warm-start server, also serve) are libraries as well."""
+    from dlrepro.commands import COMMANDS
+
+    edges, _ = graph
+    libraries = {"dlrepro.config", "dlrepro.warm"}
+    targets = {c.module for c in COMMANDS.values()} - libraries
+    found = sorted((m, o) for m, outs in edges.items() for o in outs if o in targets)
+    assert not found, f"modules importing a command module (move what they need below it): {found}"
