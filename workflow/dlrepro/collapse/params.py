@@ -3,8 +3,9 @@ dlrepro collapse train|sample|evaluate`` (:class:`LMParams`) and its sections.
 
 Kept apart from the command-line module so that the code that consumes a section (the
 Lightning module reads :class:`OptimConfig`, the planner's probe builds one) imports it
-without importing the commands. Every default here is the one the workflow runs with
-unless the config sets the key (``collapse.optim``, ``collapse.sampling``, ...).
+without importing the commands. The schema's ``collapse.models``, ``collapse.optim``,
+``collapse.sampling`` and ``collapse.eval`` hold the same defaults (``tests/test_defaults.py``
+checks that they agree).
 """
 
 from __future__ import annotations
