@@ -75,10 +75,11 @@ def test_user_errors_are_value_errors_and_named_by_kind():
     from dlrepro.data.registry import UnknownName, get
     from dlrepro.data.text import DataError
     from dlrepro.scaling.sweeps import InputError
+    from dlrepro.training import NonFiniteLossError
 
     assert ConfigError is errors.ConfigError
     for cls in (errors.ConfigError, errors.ParamsError, errors.InputFileError, DownloadError, DataError,
-                UnknownName, InputError):
+                UnknownName, InputError, NonFiniteLossError):
         assert issubclass(cls, errors.UserError) and issubclass(cls, ValueError), cls
     with pytest.raises(UnknownName) as info:  # still a KeyError for old callers, message unquoted
         get("imagenet")

@@ -76,6 +76,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from dlrepro.errors import ParamsError
 from dlrepro.log import get_logger
 from dlrepro.sampling_rule import (EOS_CHECK_EVERY, SamplingConfig, document_uniforms, inverse_cdf_token,  # noqa: F401
                                    next_token, stream_key, token_probs)
@@ -158,7 +159,7 @@ def _check_corpus_args(model, n_documents: int, cfg: SamplingConfig, bos_id: int
         if not 0 <= value < vocab_size:
             raise ValueError(f"{name}={value} is outside the model's vocabulary [0, {vocab_size})")
     if 1 + cfg.max_new_tokens > block_size:
-        raise ValueError(
+        raise ParamsError(
             f"1 prompt token + max_new_tokens {cfg.max_new_tokens} exceeds the model's block_size={block_size}; "
             "the KV cache has no eviction (lower max_new_tokens)"
         )

@@ -41,13 +41,14 @@ import lightning as L
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
-from dlrepro.errors import ParamsError
+from dlrepro.errors import ParamsError, UserError
 from dlrepro.io import save_torch
 from dlrepro.log import get_logger
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """Training produced a NaN or infinite loss: the settings diverge (a learning rate too
+    high, ...), which the user changes; reported in one line naming the step."""
 
 
 @dataclass
