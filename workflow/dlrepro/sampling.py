@@ -81,6 +81,7 @@ from dlrepro.log import get_logger
 from dlrepro.sampling_rule import (EOS_CHECK_EVERY, SamplingConfig, document_uniforms, inverse_cdf_token,  # noqa: F401
                                    next_token, stream_key, token_probs)
 
+
 # --------------------------------------------------------------------------- static batches
 
 
