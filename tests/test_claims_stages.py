@@ -116,7 +116,34 @@ def test_linreg_claims(tmp_path):
     assert got["linreg.replace_rises"].verdict == C.REPRODUCED
     assert got["linreg.replace_rises"].value == pytest.approx(6.0, rel=1e-6)
     assert got["linreg.replace_closed_form"].verdict == C.REPRODUCED
-    assert got["linreg.accumulate_bounded"].verdict == C.REPRODUCED
+    # a table without the doubling columns cannot decide boundedness
+    assert got["linreg.accumulate_bounded"].verdict == C.NOT_RESOLVED
+
+
+def test_linreg_accumulate_bounded_from_the_simulation(tmp_path):
+    """The doubling ratio on a real (small) simulation: accumulate's below 1 (exact about
+    0.6), replace's about 2; a table whose accumulate grows like replace is not reproduced."""
+    from dlrepro import linreg
+    from dlrepro.linreg_claims import doubling_ratio
+
+    errors = linreg.simulate_errors(5, 50, 1.0, 16, 2000, 0)
+    table = linreg.summarize(errors, 5, 50, 1.0)
+    (tmp_path / "linreg").mkdir()
+    table.to_csv(tmp_path / "linreg" / "summary.csv", index=False)
+    got = _by_id(registry.collect(["linreg"], tmp_path, {}))["linreg.accumulate_bounded"]
+    assert got.verdict == C.REPRODUCED and got.ci_hi < 1.0
+    exact = float(table.loc[table["policy"] == "accumulate", "doubling_theory"].iloc[0])
+    assert 0.5 < exact < 0.8 and got.ci_lo <= exact <= got.ci_hi
+    ratio, lo, hi, exact_r = doubling_ratio(errors["replace"], lambda it: linreg.expected_error("replace", it, 5, 50, 1.0))
+    assert exact_r == pytest.approx(2.0) and lo <= 2.0 <= hi and lo > 1.0
+    # accumulate's column replaced by replace's: the rule must fail
+    swapped = table.copy()
+    rep = table[table["policy"] == "replace"]
+    for col in ("doubling_ratio", "doubling_ci_lo", "doubling_ci_hi"):
+        swapped.loc[swapped["policy"] == "accumulate", col] = rep[col].iloc[0]
+    swapped.to_csv(tmp_path / "linreg" / "summary.csv", index=False)
+    got = _by_id(registry.collect(["linreg"], tmp_path, {}))["linreg.accumulate_bounded"]
+    assert got.verdict == C.NOT_REPRODUCED
     # a simulation 20% off its closed form is not reproduced
     _linreg_table(tmp_path, sim_over_theory=1.2)
     got = _by_id(registry.collect(["linreg"], tmp_path, {}))

@@ -95,7 +95,8 @@ def test_claims_csv_has_every_stage_with_valid_verdicts(smoke_run):
     # one seed (the smoke preset's collapse stages): no interval, not resolved
     few = table[table["n_units"] < C.MIN_UNITS]
     assert len(few) and (few["verdict"] == C.NOT_RESOLVED).all()
-    assert few["ci_lo"].isna().all()
+    # the collapse family's intervals need 3 seeds; scaling's fits keep their bootstrap interval
+    assert few[few["stage"] != "scaling"]["ci_lo"].isna().all()
     assert len(C.read(path)) == len(table)
     text = (smoke_run / "results" / "summary.md").read_text()
     assert text.index("## Claims") < text.index("## Linear regression")

@@ -14,9 +14,18 @@ point estimate alone:
   independent units (seeds, initialisations, runs) than :data:`MIN_UNITS` to resample, or
   the statistic could not be computed (NaN).
 
-Intervals come from resampling the independent unit (:func:`bootstrap_ci`): the rows of
-``units`` are resampled with replacement and the statistic recomputed on each resample;
-the interval is the percentile interval of those draws.
+Intervals come from the independent unit (a seed, an initialisation, a repetition), by a
+method whose coverage is measured at the number of units it is used with
+(:mod:`dlrepro.coverage`; the table in ``docs/claims.md``):
+
+* :func:`t_interval`: a mean of per-unit values (paired designs: per-unit differences);
+* :func:`fieller_interval`: a ratio of two paired means;
+* :func:`bca_interval`: a statistic of many units (initialisations) from bootstrap
+  replicates, bias-corrected and accelerated (the jackknife gives the acceleration).
+
+The percentile bootstrap (:func:`bootstrap_ci`, :func:`bootstrap_cis`) covers far less than
+its nominal level with few units (about 73% at 3, 87% at 5 for a mean); it is kept for
+statistics of many units and for the width stage's own analysis.
 """
 
 from __future__ import annotations
@@ -163,6 +172,28 @@ def t_interval(values: np.ndarray | Sequence, *, level: float = 0.95) -> tuple[f
     return mean, mean - half, mean + half
 
 
+def fieller_bounds(ma, mb, vaa, vbb, vab, n, *, level: float = 0.95):
+    """Fieller bounds of ``mean(a) / mean(b)`` from the means ``ma, mb``, the variances
+    ``vaa, vbb`` and covariance ``vab`` of the *means* (sample covariance / ``n``), with
+    Student-t quantiles on ``n - 1`` degrees of freedom. Array-valued (vectorised over any
+    shape, as the coverage simulations need); a bound is NaN where the denominator's mean is
+    not significantly away from 0 (the confidence set is then unbounded)."""
+    from scipy import stats
+
+    ma, mb, vaa, vbb, vab = (np.asarray(v, dtype=float) for v in (ma, mb, vaa, vbb, vab))
+    t2 = stats.t.ppf(0.5 + level / 2, np.asarray(n) - 1) ** 2
+    qa = mb * mb - t2 * vbb
+    qb = ma * mb - t2 * vab
+    qc = ma * ma - t2 * vaa
+    disc = qb * qb - qa * qc
+    ok = (qa > 0) & (disc >= 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        root = np.sqrt(np.where(ok, disc, 0.0))
+        lo = np.where(ok, (qb - root) / np.where(ok, qa, 1.0), np.nan)
+        hi = np.where(ok, (qb + root) / np.where(ok, qa, 1.0), np.nan)
+    return lo, hi
+
+
 def fieller_interval(num: np.ndarray | Sequence, den: np.ndarray | Sequence, *,
                      level: float = 0.95) -> tuple[float, float, float]:
     """Ratio of means ``mean(num) / mean(den)`` over paired units and its Fieller interval
@@ -171,8 +202,6 @@ def fieller_interval(num: np.ndarray | Sequence, den: np.ndarray | Sequence, *,
     ``mean(num) - q * mean(den)`` is not significantly different from 0; it is bounded only
     when the denominator's mean is significantly away from 0, otherwise the bounds are NaN
     (the ratio is not determined at this scale). Units with a non-finite value are dropped."""
-    from scipy import stats
-
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     a = np.asarray(num, dtype=float).ravel()
@@ -187,15 +216,80 @@ def fieller_interval(num: np.ndarray | Sequence, den: np.ndarray | Sequence, *,
     if n < MIN_UNITS:
         return ratio, math.nan, math.nan
     cov = np.cov(np.stack([a, b]), ddof=1) / n
-    t2 = float(stats.t.ppf(0.5 + level / 2, n - 1)) ** 2
-    qa = mb * mb - t2 * cov[1, 1]
-    qb = ma * mb - t2 * cov[0, 1]
-    qc = ma * ma - t2 * cov[0, 0]
-    disc = qb * qb - qa * qc
-    if qa <= 0 or disc < 0:
-        return ratio, math.nan, math.nan
-    root = math.sqrt(disc)
-    return ratio, (qb - root) / qa, (qb + root) / qa
+    lo, hi = fieller_bounds(ma, mb, cov[0, 0], cov[1, 1], cov[0, 1], n, level=level)
+    return ratio, float(lo), float(hi)
+
+
+def jackknife_interval(point, jackknife, *, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Normal interval ``point +- z * se`` with the jackknife standard error
+    ``se^2 = (n - 1)/n * sum_i (theta_(i) - mean theta_(.))^2`` of the leave-one-unit-out
+    values ``jackknife`` (shape ``(n, *S)``; ``point`` shape ``S``). For smooth statistics
+    of many units (initialisations); the jackknife variance errs on the large side
+    (Efron & Stein 1981), which keeps a variance-based statistic of skewed draws covered
+    where the bootstrap's resamples are too narrow (:mod:`dlrepro.coverage`)."""
+    from scipy.stats import norm
+
+    jack = np.asarray(jackknife, dtype=float)
+    n = jack.shape[0]
+    point = np.asarray(point, dtype=float)
+    if n < MIN_UNITS:
+        nan = np.full(point.shape, np.nan)
+        return nan, nan.copy()
+    se = np.sqrt((n - 1) / n * ((jack - jack.mean(axis=0)) ** 2).sum(axis=0))
+    half = norm.ppf(0.5 + level / 2) * se
+    return point - half, point + half
+
+
+def bca_interval(point, replicates, jackknife, *, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-corrected and accelerated (BCa) bootstrap bounds (Efron 1987).
+
+    ``point``: the statistic on all units (any shape ``S``); ``replicates``: its bootstrap
+    replicates, shape ``(B, *S)``; ``jackknife``: its leave-one-unit-out values, shape
+    ``(n, *S)`` (for several independent samples, their leave-one-out values stacked: the
+    acceleration is computed from the pooled influence values). The bias correction ``z0``
+    is the normal quantile of the fraction of replicates below ``point`` (ties count half);
+    the acceleration ``a`` is the skewness of the jackknife influence values over 6. The
+    bounds are the replicates' quantiles at ``Phi(z0 + (z0 + z)/(1 - a (z0 + z)))`` for
+    ``z = Phi^-1(alpha / 2)`` and ``Phi^-1(1 - alpha / 2)``. Non-finite replicates are
+    dropped per component; a component with fewer than half its replicates finite gets
+    NaN bounds."""
+    from scipy.stats import norm
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    reps = np.asarray(replicates, dtype=float)
+    point = np.broadcast_to(np.asarray(point, dtype=float), reps.shape[1:])
+    jack = np.asarray(jackknife, dtype=float)
+    finite = np.isfinite(reps)
+    n_fin = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = ((reps < point) & finite).sum(axis=0) + 0.5 * ((reps == point) & finite).sum(axis=0)
+        z0 = norm.ppf(np.clip(below / np.maximum(n_fin, 1), 1e-6, 1 - 1e-6))
+        u = np.nanmean(jack, axis=0) - jack
+        accel = np.nansum(u ** 3, axis=0) / (6.0 * np.nansum(u ** 2, axis=0) ** 1.5)
+    accel = np.where(np.isfinite(accel), accel, 0.0)
+    z = norm.ppf([(1 - level) / 2, 0.5 + level / 2])
+    bounds = []
+    for zq in z:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prob = norm.cdf(z0 + (z0 + zq) / (1 - accel * (z0 + zq)))
+        bounds.append(_quantile_per_component(np.where(finite, reps, np.nan), prob))
+    ok = n_fin >= 0.5 * reps.shape[0]
+    return np.where(ok, bounds[0], np.nan), np.where(ok, bounds[1], np.nan)
+
+
+def _quantile_per_component(values: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Linear-interpolation quantile of ``values`` (first axis; NaN ignored) at a
+    probability that differs per component (``prob`` shaped like ``values[0]``)."""
+    srt = np.sort(values, axis=0)  # NaN last
+    m = np.isfinite(values).sum(axis=0)
+    pos = np.clip(np.nan_to_num(prob) * (m - 1), 0, np.maximum(m - 1, 0))
+    lo_i = np.floor(pos).astype(int)
+    hi_i = np.minimum(lo_i + 1, np.maximum(m - 1, 0))
+    frac = pos - lo_i
+    take = lambda i: np.take_along_axis(srt, i[None, ...], axis=0)[0]  # noqa: E731
+    out = take(lo_i) * (1 - frac) + take(hi_i) * frac
+    return np.where((m > 0) & np.isfinite(prob), out, np.nan)
 
 
 def bootstrap_cis(units: np.ndarray | Sequence, statistic: Callable[[np.ndarray], np.ndarray], *,
@@ -290,20 +384,25 @@ ACCUMULATE_MAX_FRACTION = 0.5
 
 def replace_vs_accumulate(table: pd.DataFrame, metric: str, *, stage: str, what: str, scale: str,
                           source: str, claim_prefix: str = "", unit_column: str = "seed",
-                          n_resamples: int = 2000) -> list[Claim]:
+                          level: float = 0.95) -> list[Claim]:
     """The two model-collapse claims of one metric (lower is better) of a modality.
 
     ``table`` has ``policy, generation, <unit_column>, <metric>`` rows; generation 0 (shared
     by every policy, under any policy name) is averaged per unit; ``G`` is the last
-    generation both ``replace`` and ``accumulate`` reached. Per unit: the rises
-    ``r = m(replace, G) - m(0)`` and ``a = m(accumulate, G) - m(0)``.
+    generation both ``replace`` and ``accumulate`` reached. Per unit (seed) the rises from
+    that unit's own generation 0: ``r = m(replace, G) - m(0)`` and
+    ``a = m(accumulate, G) - m(0)`` (a paired design: both arms of a seed start from the
+    same generation-0 model, so its noise cancels in ``r`` and ``a`` alike).
 
-    * ``<prefix>replace_rises``: mean of ``r`` over units, ``> 0``;
+    * ``<prefix>replace_rises``: ``mean(r)``, ``> 0``, with the Student-t interval of the
+      per-seed rises (:func:`t_interval`);
     * ``<prefix>accumulate_bounded``: ``mean(a) / mean(r)`` (accumulate's rise as a
-      fraction of replace's), ``< ACCUMULATE_MAX_FRACTION``.
+      fraction of replace's), ``< ACCUMULATE_MAX_FRACTION``, with the Fieller interval of
+      that ratio of paired means (:func:`fieller_interval`; unbounded, hence ``not
+      resolved``, while replace's rise is not significantly non-zero).
 
-    Intervals: :func:`bootstrap_ci` over units (seeds); one unit gives no interval, so the
-    verdict is ``not resolved at this scale``. Units lacking a value are dropped.
+    Fewer than :data:`MIN_UNITS` units with all three values give no interval and the
+    verdict ``not resolved at this scale``; units lacking a value are dropped.
     """
     need = ["policy", "generation", unit_column, metric]
     missing = [c for c in need if c not in table.columns]
@@ -311,53 +410,44 @@ def replace_vs_accumulate(table: pd.DataFrame, metric: str, *, stage: str, what:
         raise ValueError(f"{stage}: table lacks columns {missing} for the replace/accumulate claims")
     t = table[need].dropna()
     g0 = t[t["generation"] == 0].groupby(unit_column)[metric].mean()
-    ends = {}
-    for policy in ("replace", "accumulate"):
-        rows = t[(t["policy"] == policy) & (t["generation"] > 0)]
-        ends[policy] = rows
+    ends = {policy: t[(t["policy"] == policy) & (t["generation"] > 0)] for policy in ("replace", "accumulate")}
     last = min((int(r["generation"].max()) for r in ends.values() if len(r)), default=0)
     per_unit = pd.DataFrame({"g0": g0})
     for policy, rows in ends.items():
-        at = rows[rows["generation"] == last].groupby(unit_column)[metric].mean()
-        per_unit[policy] = at
+        per_unit[policy] = rows[rows["generation"] == last].groupby(unit_column)[metric].mean()
     per_unit = per_unit.dropna()
-    units = per_unit[["g0", "replace", "accumulate"]].to_numpy(float) if len(per_unit) else np.zeros((0, 3))
-    n = len(units)
+    rise_r = (per_unit["replace"] - per_unit["g0"]).to_numpy(float)
+    rise_a = (per_unit["accumulate"] - per_unit["g0"]).to_numpy(float)
+    n = len(per_unit) if last > 0 else 0
     unit_name = f"{unit_column}s" if not unit_column.endswith("s") else unit_column
     where = fmt_scale(scale, f"generation 0 vs {last}", f"{n} {unit_name[:-1] if n == 1 else unit_name}")
-
-    def rise(x):
-        return float(np.mean(x[:, 1] - x[:, 0])) if len(x) else math.nan
-
-    def fraction(x):
-        r = np.mean(x[:, 1] - x[:, 0]) if len(x) else math.nan
-        return float(np.mean(x[:, 2] - x[:, 0]) / r) if r > 0 else math.nan
-
-    out = []
-    if n == 0 or last == 0:
-        for name, stat, kw in (("replace_rises", rise, {"above": 0.0}),
-                               ("accumulate_bounded", fraction, {"below": ACCUMULATE_MAX_FRACTION})):
-            out.append(from_interval(
-                claim=f"{stage}.{claim_prefix}{name}", stage=stage, statement=f"{what}: no data",
-                source=source, statistic=metric, value=math.nan, ci_lo=math.nan, ci_hi=math.nan,
-                unit=unit_name, n_units=0, scale=where, **kw))
-        return out
-    value, lo, hi = bootstrap_ci(units, rise, n_resamples=n_resamples)
-    out.append(from_interval(
+    if n == 0:
+        return [from_interval(
+            claim=f"{stage}.{claim_prefix}{name}", stage=stage, statement=f"{what}: no data",
+            source=source, statistic=metric, value=math.nan, ci_lo=math.nan, ci_hi=math.nan,
+            unit=unit_name, n_units=0, scale=where, ci_level=level, **kw)
+            for name, kw in (("replace_rises", {"above": 0.0}),
+                             ("accumulate_bounded", {"below": ACCUMULATE_MAX_FRACTION}))]
+    value, lo, hi = t_interval(rise_r, level=level)
+    out = [from_interval(
         claim=f"{stage}.{claim_prefix}replace_rises", stage=stage,
         statement=f"{what}: under replace (each generation trains only on the previous one's "
                   "samples) the test metric worsens over generations",
         source=source, statistic=f"{metric} of replace at generation {last} minus generation 0 "
-                                 f"(mean over {unit_name})",
+                                 f"(mean of per-{unit_column} differences; Student-t interval)",
         value=value, ci_lo=lo, ci_hi=hi, unit=unit_name, n_units=n, scale=where,
-        reference="rises every generation", above=0.0))
-    value, lo, hi = bootstrap_ci(units, fraction, n_resamples=n_resamples)
+        reference="rises every generation", ci_level=level, above=0.0)]
+    value, lo, hi = fieller_interval(rise_a, rise_r, level=level)
+    why = ""
+    if n >= MIN_UNITS and not (math.isfinite(lo) and math.isfinite(hi)):
+        why = "replace's rise is not significantly non-zero: the ratio is unbounded (Fieller)"
     out.append(from_interval(
         claim=f"{stage}.{claim_prefix}accumulate_bounded", stage=stage,
         statement=f"{what}: under accumulate (real and all synthetic data kept) the test "
                   "metric stays bounded: it rises far less than under replace",
         source=source, statistic=f"rise of {metric} under accumulate / rise under replace "
-                                 f"(generation 0 to {last})",
+                                 f"(generation 0 to {last}; ratio of per-{unit_column} means, Fieller interval)",
         value=value, ci_lo=lo, ci_hi=hi, unit=unit_name, n_units=n, scale=where,
-        reference="bounded (about flat)", below=ACCUMULATE_MAX_FRACTION))
+        reference="bounded (about flat)", ci_level=level, below=ACCUMULATE_MAX_FRACTION,
+        unresolved_because=why))
     return out

@@ -109,6 +109,10 @@ Table ``summary.csv`` (one row per policy, grid point and iteration)
 ``test_error_bound_limit`` ``n -> inf`` limit of the bound: ``pi^2/6 sigma^2 d/(T-d-1)``
                            for accumulate, inf for replace
 ``z_score``                ``(test_error_mean - test_error_theory) / test_error_sem``
+``doubling_*``             the boundedness statistic of the last ``N`` iterations, the same
+                           on every row of a policy and grid point: ``_ratio``, ``_ci_lo``,
+                           ``_ci_hi`` (Fieller, 95%) and ``_theory`` (exact); see
+                           :func:`dlrepro.linreg_claims.doubling_ratio`
 
 Command line (``python -m dlrepro linreg ...``)
 -----------------------------------------------
@@ -156,6 +160,10 @@ COLUMNS = [
     "test_error_limit",
     "test_error_bound_limit",
     "z_score",
+    "doubling_ratio",
+    "doubling_ci_lo",
+    "doubling_ci_hi",
+    "doubling_theory",
 ]
 
 # Memory for one block of repetitions (the largest per-block arrays together).
@@ -400,9 +408,12 @@ def _simulate_blocks(errors, d, T, sigma, iterations, n_repeats, seed, sampler, 
 def summarize(errors: dict[str, np.ndarray], d: int, T: int, sigma: float,
               policies=POLICIES) -> pd.DataFrame:
     """The ``summary.csv`` rows of one grid point from :func:`simulate_errors`' output."""
+    from dlrepro.linreg_claims import doubling_ratio
+
     frames = []
     for policy in policies:
         err = errors[policy]
+        ratio, lo, hi, exact = doubling_ratio(err, lambda it: expected_error(policy, it, d, T, sigma))
         n_repeats, n_iter = err.shape
         it = np.arange(n_iter)
         mean = err.mean(axis=0)
@@ -423,6 +434,7 @@ def summarize(errors: dict[str, np.ndarray], d: int, T: int, sigma: float,
             "test_error_limit": expected_error_limit(policy, d, T, sigma),
             "test_error_bound_limit": error_bound_limit(policy, d, T, sigma),
             "z_score": (mean - theory) / sem,
+            "doubling_ratio": ratio, "doubling_ci_lo": lo, "doubling_ci_hi": hi, "doubling_theory": exact,
         }))
     return pd.concat(frames, ignore_index=True)[COLUMNS]
 

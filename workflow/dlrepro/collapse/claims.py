@@ -2,7 +2,7 @@
 
 Replace rises / accumulate bounded (Gerstgrasser et al. 2024, Fig. 2 for language models)
 in test cross-entropy (nats/token) on the real held-out split, per model; the independent
-unit is the seed (``collapse.seeds``): with one seed the verdict is ``not resolved at
+unit is the seed (``collapse.seeds``): with fewer than 3 seeds the verdict is ``not resolved at
 this scale``. See :func:`dlrepro.claims.replace_vs_accumulate`.
 """
 

@@ -1,8 +1,11 @@
 """The init stage's claims, decided from its result tables (``results/init/*.csv``).
 
-Each claim's interval comes from the table that holds it, where it was resampled over the
-independent unit: initialisations (draws) for the fluctuation and NTK curves
-(``shapes.csv``, ``width_sweep.csv``), seeds for training (``training_comparison.csv``).
+Each claim's interval comes from the table that holds it, computed over the independent
+unit: initialisations (draws) for the fluctuation and NTK curves (``shapes.csv``,
+``width_sweep.csv``: normal intervals with the jackknife standard error over draws),
+seeds for training (``training_comparison.csv``: Student-t intervals of the per-seed
+orthogonal-minus-Gaussian differences, paired by seed). Coverage of both at the unit
+counts used: :mod:`dlrepro.coverage`.
 A missing table or row gives a NaN statistic, hence ``not resolved at this scale``.
 
 Decision rules (the ``expected`` column):

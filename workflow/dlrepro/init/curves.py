@@ -6,7 +6,11 @@ is several times too small. Here the draws are resampled with replacement (the b
 the normalised fluctuation ``F(d) = n Var(X_d) / E[X_d]^2`` is recomputed from the
 resampled draws' moments at every depth, and every statistic of the curve (its slope, its
 peak, its level at the deepest point) is recomputed from that resampled curve; intervals
-are percentile intervals of those replicates (as :func:`dlrepro.claims.bootstrap_ci`).
+are percentile intervals of those replicates, except for the smooth statistics
+(:data:`JACKKNIFE_STATISTICS`: slopes and levels), whose intervals are normal intervals
+with the jackknife standard error over draws (:func:`dlrepro.claims.jackknife_interval`):
+the bootstrap's resamples of a variance of skewed draws are too narrow (about 91% coverage
+at nominal 95% with 400 draws), the jackknife's are not (:mod:`dlrepro.coverage`).
 
 The resampling is vectorised: a block of replicates is a matrix of multinomial counts
 (replicates x draws), so the moments of all replicates are two matrix products.
@@ -45,6 +49,8 @@ SHAPE_COLUMNS = [
 #: ``final_depth_x_value``: depth times that value (constant if the curve decays as 1/depth);
 #: ``loglog_slope``: d log F / d log depth over the deep window (1: linear growth,
 #: 0: saturation, -1: decay as 1/depth); ``linear_slope``: dF/d depth over the deep window.
+#: statistics smooth in the draws' moments: jackknife intervals (the peaks: percentile)
+JACKKNIFE_STATISTICS = ("final_value", "final_depth_x_value", "loglog_slope", "linear_slope")
 SHAPE_STATISTICS = ["peak_depth", "peak_value", "final_value", "final_depth_x_value", "loglog_slope", "linear_slope"]
 
 
@@ -74,6 +80,17 @@ def replicate_curves(samples: np.ndarray, width: int, n_resamples: int, rng: np.
         var = (s2 - s1**2 / n) / (n - 1)
         out[start : start + size] = width * var / (s1 / n) ** 2
     return out
+
+
+def jackknife_curves(samples: np.ndarray, width: int) -> np.ndarray:
+    """Leave-one-draw-out normalised-fluctuation curves, shape ``(draws, depths)``."""
+    n = samples.shape[0]
+    if n < 3:
+        raise ValueError(f"need at least 3 draws for the jackknife, got {n}")
+    s1 = samples.sum(axis=0) - samples
+    s2 = (samples**2).sum(axis=0) - samples**2
+    m = n - 1
+    return width * ((s2 - s1**2 / m) / (m - 1)) / (s1 / m) ** 2
 
 
 def deep_window(depths: np.ndarray, fit_from: float) -> np.ndarray:
@@ -140,8 +157,13 @@ def analyse_curve(samples: np.ndarray, depths: np.ndarray, width: int, fit_from:
     window = deep_window(depths, fit_from)
     point = {k: float(v[0]) for k, v in curve_statistics(depths, normalized_variance_curve(samples, width),
                                                          window).items()}
+    from dlrepro.claims import jackknife_interval
+
     reps = curve_statistics(depths, replicate_curves(samples, width, n_resamples, rng), window)
-    return point, {k: percentile_interval(v, level) for k, v in reps.items()}, reps
+    jack = curve_statistics(depths, jackknife_curves(samples, width), window)
+    interval = {k: (tuple(float(b) for b in jackknife_interval(point[k], jack[k], level=level))
+                    if k in JACKKNIFE_STATISTICS else percentile_interval(v, level)) for k, v in reps.items()}
+    return point, interval, reps
 
 
 def fit_slopes(groups, theory: pd.DataFrame | None, fit_from: float, n_resamples: int, seed: int,

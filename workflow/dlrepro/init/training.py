@@ -325,10 +325,13 @@ def compare_inits(table: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, l
     """``training_comparison.csv``: per depth ratio and compared metric (:data:`COMPARED`),
     each init's mean over seeds at its selected rate (``kind`` = ``mean``) and each other
     init's difference from ``reference`` (default: the first init in the table;
-    ``kind`` = ``difference``), with percentile intervals from resampling seeds (the
-    independent unit) with replacement, each init's seeds separately.
+    ``kind`` = ``difference``). Intervals are Student-t intervals over seeds (the
+    independent unit; :func:`dlrepro.claims.t_interval`): of each init's per-seed values,
+    and for a difference of the per-seed differences, paired by seed (both inits run the
+    same seeds); fewer than :data:`dlrepro.claims.MIN_UNITS` seeds give NaN bounds.
+    (``n_resamples`` and ``seed`` are kept for the config's sake; the intervals draw nothing.)
     """
-    from dlrepro.init.curves import group_seed, percentile_interval
+    from dlrepro.claims import t_interval
 
     runs = table[table["selected"] == 1]
     last = runs[runs["step"] == runs.groupby(["init", "depth_ratio", "seed"])["step"].transform("max")]
@@ -345,21 +348,15 @@ def compare_inits(table: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, l
     rows = []
     for ratio in sorted(final.index.get_level_values("depth_ratio").unique()):
         for metric in COMPARED:
-            values = {init: final.loc[(ratio, init), metric].dropna().to_numpy()
+            values = {init: final.loc[(ratio, init), metric].dropna()
                       for init in inits if (ratio, init) in final.index}
-            means, reps = {}, {}
             for init, v in values.items():
-                rng = group_seed(seed, "compare", ratio, metric, init)
-                means[init] = float(v.mean()) if v.size else math.nan
-                reps[init] = (v[rng.integers(0, v.size, (n_resamples, v.size))].mean(axis=1)
-                              if v.size >= 2 else np.full(n_resamples, np.nan))
-                rows.append((ratio, depth_of[ratio], metric, init, "", "mean", lr_of[(ratio, init)], means[init],
-                             *percentile_interval(reps[init], level), v.size))
+                rows.append((ratio, depth_of[ratio], metric, init, "", "mean", lr_of[(ratio, init)],
+                             *t_interval(v.to_numpy(), level=level), v.size))
             for init in values:
                 if init == reference or reference not in values:
                     continue
-                diff = reps[init] - reps[reference]
-                n = min(values[init].size, values[reference].size)
+                paired = (values[init] - values[reference]).dropna()  # aligned on seed
                 rows.append((ratio, depth_of[ratio], metric, init, reference, "difference", math.nan,
-                             means[init] - means[reference], *percentile_interval(diff, level), n))
+                             *t_interval(paired.to_numpy(), level=level), paired.size))
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)

@@ -217,6 +217,23 @@ def cmd_readme(args) -> int:
     return 0
 
 
+def cmd_coverage(args) -> int:
+    """Print the coverage table; with ``--write``, replace the text between the file's
+    coverage markers with it."""
+    from dlrepro import coverage
+
+    text = coverage.markdown(coverage.table())
+    print(text, end="")
+    if args.write is not None:
+        start, end = "<!-- coverage:start -->", "<!-- coverage:end -->"
+        doc = args.write.read_text()
+        if start not in doc or end not in doc or doc.index(start) > doc.index(end):
+            raise ValueError(f"{args.write}: lacks the markers {start} ... {end}")
+        head, rest = doc.split(start, 1)
+        write_text(args.write, f"{head}{start}\n{text}{end}{rest.split(end, 1)[1]}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m dlrepro report", description="The reports of a run: results/summary.md and results/claims.csv (written by the workflow), and the README's measured-results "
                                  "section (make docs).")
@@ -240,7 +257,12 @@ def main(argv: list[str]) -> int:
     r.add_argument("--figures", type=Path, default=None, help="figures to show (e.g. docs/figures)")
     r.add_argument("--link-prefix", default=None, help="path of the figures in the README's links")
     r.add_argument("--preamble", default=None, help="a sentence before the section (e.g. the run)")
+    v = sub.add_parser("coverage", help="the interval methods' measured coverage (dlrepro.coverage) as Markdown")
+    v.add_argument("--write", type=Path, default=None,
+                   help="also write it into this file between <!-- coverage:start --> and <!-- coverage:end -->")
     args = ap.parse_args(argv)
+    if args.cmd == "coverage":
+        return cmd_coverage(args)
     if args.cmd == "claims":
         return cmd_claims(args)
     if args.cmd == "readme":

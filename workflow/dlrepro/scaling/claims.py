@@ -8,6 +8,12 @@ applies (Kaplan et al. 2020: ``alpha_D`` about 0.095 for language models' data s
 the regime (variance- vs resolution-limited, Bahri et al. 2021) and the fitter's
 identification warnings go into ``scale``; a warning that the intervals are unreliable or
 the law not identified (:data:`UNRELIABLE`) makes the claim ``not resolved``.
+
+The independent unit is the seed where the runs are resampled by seed
+(``bootstrap_clusters`` seeds, so ``n_units`` counts seeds, not runs): fewer than
+:data:`dlrepro.claims.MIN_UNITS` seeds give no verdict (two seeds make three distinct
+resamples; their "interval" is no interval). The coverage of this bootstrap of a nonlinear
+fit has not been measured (``docs/claims.md``).
 """
 
 from __future__ import annotations
@@ -32,17 +38,13 @@ def _text(v) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
 
 
-def _unit(bootstrap_unit: str) -> str:
-    """The resampled unit in words: runs, or runs clustered by e.g. seed."""
-    if bootstrap_unit in ("", "row", "rows", "point", "points"):
-        return "runs"
-    return f"runs (resampled by {bootstrap_unit})"
-
-
 def claims(results_dir: Path, config: dict) -> list[Claim]:
     fits = pd.read_csv(Path(results_dir) / "scaling" / "fits.csv")
     out = []
     for row in fits.to_dict("records"):
+        clusters = row.get("bootstrap_clusters", math.nan)
+        by_seed = _text(row.get("bootstrap_unit")) == "seed"
+        n_units = int(clusters) if by_seed and math.isfinite(clusters) else int(row["n_points"])
         if _text(row.get("kind")) not in ("", "single"):
             continue
         group = _text(row.get("group"))
@@ -57,8 +59,8 @@ def claims(results_dir: Path, config: dict) -> list[Claim]:
                       + (f" ({group})" if group else ""),
             source=f"{KAPLAN}; {BAHRI}", statistic=f"alpha of L({x}) = E + A {x}^-alpha "
             f"(E = {row['E']:.3g})", value=float(row["alpha"]), ci_lo=float(row["alpha_lo"]),
-            ci_hi=float(row["alpha_hi"]), unit=_unit(_text(row.get("bootstrap_unit"))),
-            n_units=int(row["n_points"]), scale=scale, reference=REFERENCES.get(x, ""),
+            ci_hi=float(row["alpha_hi"]), unit="seeds (their runs resampled together)" if by_seed else "runs",
+            n_units=n_units, scale=scale, reference=REFERENCES.get(x, ""),
             ci_level=float(row.get("ci_level", 0.95)), above=0.0,
             unresolved_because="the fitter flags its intervals as unreliable"
             if any(w in _text(row.get("warning")) for w in UNRELIABLE) else ""))

@@ -68,11 +68,12 @@ Row layouts (the CLI writes them; see :mod:`dlrepro.scaling.cli`)
 alpha_lo, alpha_hi, B, B_lo, B_hi, beta, beta_lo, beta_hi, ci_level, n_points,
 n_distinct, n_resamples, bootstrap_seed, bootstrap_unit, loo_rmse_log,
 extrapolation_rel_error, varpro_alpha, varpro_beta, regime, regime_beta, warning,
-E_se, A_se, alpha_se, B_se, beta_se, param_names, objective, converged``
+E_se, A_se, alpha_se, B_se, beta_se, param_names, objective, converged, bootstrap_clusters``
 (``d``, ``B``, ``beta``... are empty for single-variable laws; ``A``/``alpha`` are always
 the first power-law term and ``B``/``beta`` the second, whatever the display names in
 ``param_names`` (e.g. ``E,B,beta`` for a data-size law); ``*_se`` are bootstrap standard
-errors; ``warning`` joins the identification warnings with "; ").
+errors; ``warning`` joins the identification warnings with "; "; ``bootstrap_clusters``
+the number of seeds resampled when ``bootstrap_unit`` is ``seed``, else empty).
 
 ``predictions.csv``: one row per (sweep, group, grid point), columns
 ``PREDICTION_COLUMNS``: ``sweep, kind, group_column, group, x_name, x, d_name, d,
@@ -109,6 +110,7 @@ FIT_COLUMNS = [
     "loo_rmse_log", "extrapolation_rel_error", "varpro_alpha", "varpro_beta",
     "regime", "regime_beta", "warning",
     "E_se", "A_se", "alpha_se", "B_se", "beta_se", "param_names", "objective", "converged",
+    "bootstrap_clusters",
 ]  # fmt: skip
 PREDICTION_COLUMNS = [
     "sweep", "kind", "group_column", "group", "x_name", "x", "d_name", "d",

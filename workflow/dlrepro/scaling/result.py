@@ -142,6 +142,7 @@ class FitResult:
             n_resamples=self.bootstrap["n_resamples"],
             bootstrap_seed=self.bootstrap["seed"],
             bootstrap_unit=self.bootstrap["unit"],
+            bootstrap_clusters=self.bootstrap["n_clusters"] if self.bootstrap["unit"] == "seed" else np.nan,
             loo_rmse_log=self.loo["rmse_log"],
             extrapolation_rel_error=self.loo["extrapolation_rel_error"],
             varpro_alpha=exps["alpha"],
