@@ -427,7 +427,7 @@ def _sweep_table(centre):
         for width in (64, 128, 256):
             for k in range(-8, -1):
                 rows.append({"model": "mlp", "arm": "online", "parametrization": param, "width": width,
-                             "n_params": width * 10, "seed": 0, "lr": 2.0 ** k, "log2_lr_mult": k, "steps": 10,
+                             "n_params": width * 10, "seed": 0, "data_seed": 0, "lr": 2.0 ** k, "log2_lr_mult": k, "steps": 10,
                              "train_loss": (k - fn(width)) ** 2 + 1 / width, "test_loss": 1.0,
                              "test_accuracy": 0.5, "diverged": 0})
     return pd.DataFrame(rows, columns=runs.LR_SWEEP_COLUMNS)
@@ -470,11 +470,14 @@ def test_cli_end_to_end_with_figures(tmp_path, mnist_dir):
     assert main(["ensembles", "--cells", *cells, "--out", str(out / "ensembles.csv")]) == 0
     curves, sweep = pd.read_csv(out / "curves.csv"), pd.read_csv(out / "lr_sweep.csv")
     assert len(curves) == 4 * 2 * 3 and len(sweep) == 4 * 3
+    slopes = pd.read_csv(out / "slopes.csv")
+    assert set(slopes["source"]) == {"init", "data"}
     assert len(pd.read_csv(out / "lr_optimum.csv")) == 4
     assert set(pd.read_csv(out / "agreement.csv")["reference_width"]) == {16}
 
-    coord = pd.DataFrame([{"model": "mlp", "parametrization": p, "width": w, "seed": 0, "step": s,
-                           "layer": layer, "rms": w ** (p == "sp") * 0.1, "delta_rms": 0.01}
+    coord = pd.DataFrame([{"model": "mlp", "parametrization": p, "width": w, "seed": 0, "lr": 0.001, "step": s,
+                           "layer": layer, "rms": w ** (p == "sp") * 0.1, "delta_rms": 0.01,
+                           "loss": 1.0 - 0.1 * s, "valid": 1}
                           for p in ("sp", "mup") for w in (8, 16) for s in (0, 1) for layer in ("layers.0", "logits")])
     write_csv(out / "coord_check.csv", coord)
     for kind in ("curves", "lr_sweep", "agreement", "ensembles", "coord_check"):
