@@ -130,7 +130,12 @@ def plot_lr_sweep(table: pd.DataFrame, path: str | os.PathLike, metric: str = "t
         here = table[(table["model"] == model) & (table["arm"] == arm)]
         colours = _width_colours(table[table["model"] == model]["width"])  # this model's widths only
         finite = here[metric][np.isfinite(here[metric]) & (here["diverged"] == 0)]
-        top = float(np.nanpercentile(finite, 90)) if len(finite) else None
+        top = None
+        if len(finite):  # the 90th percentile, but never above a width's best point
+            ok = here[np.isfinite(here[metric]) & (here["diverged"] == 0)]
+            bests = ok.groupby(["parametrization", "width", "lr"])[metric].mean().groupby(level=[0, 1]).min()
+            top = max(float(np.nanpercentile(finite, 90)), float(bests.max()))
+            top += 0.05 * (top - float(finite.min()))
         for c, (param, ax) in enumerate(panels):
             sub = here[here["parametrization"] == param]
             sub = sub[np.isfinite(sub[metric]) & (sub["diverged"] == 0)]
@@ -141,7 +146,7 @@ def plot_lr_sweep(table: pd.DataFrame, path: str | os.PathLike, metric: str = "t
                 best = g.loc[g["mean"].idxmin()]
                 ax.plot(best["lr"], best["mean"], marker="*", ms=10, color=colours[width])
             ax.set_xscale("log", base=2)
-            if top is not None and len(finite):
+            if top is not None and top > float(finite.min()):
                 ax.set_ylim(float(finite.min()) - 0.05 * (top - float(finite.min())), top)
             ax.set_title(f"{model} {arm}, {LABELS.get(param, param)}")
             ax.set_xlabel("learning rate")
@@ -223,6 +228,7 @@ def plot_coord_check(table: pd.DataFrame, path: str | os.PathLike, model: str = 
             lax.plot(lg["step"], lg["loss"], marker="o", ms=3, color=wcolours[int(width)],
                      ls="-" if ok else ":", label=f"{int(width)}" + ("" if ok else " (invalid)"))
         lax.set_xlabel("step")
+        lax.xaxis.set_major_locator(MaxNLocator(integer=True))
         lax.set_title(f"{model}, {LABELS.get(name, name)}: training loss")
         if col == 0:
             ax.set_ylabel("RMS change since init")
