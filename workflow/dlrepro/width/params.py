@@ -57,7 +57,7 @@ class TrainParams:
     # the learning-rate sweep: a half-octave grid (log2 multiples of lr[parametrization]),
     # extended by up to lr_grid_extend octaves at an edge while a width's optimum lies within
     # an octave of that edge (dlrepro.width.runs)
-    lr_log2_grid: list = field(default_factory=lambda: [-2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2])
+    lr_log2_grid: list = field(default_factory=lambda: [-1.5, -1, -0.5, 0, 0.5, 1, 1.5])
     lr_grid_extend: float = 2.0
     lr_sweep_parametrizations: list = field(default_factory=lambda: ["sp", "mup"])  # the claims' two
     # initialisation seeds: ``seeds`` of the main runs (the variance over initialisations,

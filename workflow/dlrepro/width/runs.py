@@ -244,11 +244,17 @@ def _lightning_module():
 
         def configure_optimizers(self):
             p = self.task.params
-            groups, opt = [], None
+            # one optimiser: the members' parameter groups, those with the same settings (the
+            # same lr times multiplier, weight decay, ...) merged, so that a step makes one
+            # multi-tensor update per distinct setting rather than per member
+            groups: dict[tuple, dict] = {}
+            opt = None
             for model, plan, lr in zip(self.models, self.plans, self.lrs):
                 opt = make_optimizer(model, plan, lr, weight_decay=p.weight_decay, betas=tuple(p.betas), eps=p.eps)
-                groups += opt.param_groups
-            opt = type(opt)(groups)  # one optimiser: each group keeps its member's lr, betas, eps
+                for g in opt.param_groups:
+                    key = tuple(sorted((k, v) for k, v in g.items() if k != "params"))
+                    groups.setdefault(key, {**g, "params": []})["params"].extend(g["params"])
+            opt = type(opt)(list(groups.values()))
             total, warmup, floor = self.total_steps, p.warmup_steps, p.min_lr_ratio
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, floor))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
