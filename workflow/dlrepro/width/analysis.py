@@ -155,7 +155,9 @@ def merge_tables(paths, name: str) -> pd.DataFrame:
     """The part-table ``name`` (``curves.csv`` or ``lr_sweep.csv``) of every cell, concatenated."""
     if name not in TABLES:
         raise ValueError(f"name must be one of {list(TABLES)}, got {name!r}")
-    frames = [pd.read_csv(Path(p) / name) for p in paths]
+    # a cell without sweep runs (a parametrization outside lr_sweep_parametrizations) has an
+    # empty lr_sweep.csv: left out, or it would turn every column into objects
+    frames = [f for f in (pd.read_csv(Path(p) / name) for p in paths) if len(f)]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TABLES[name])
     missing = [c for c in TABLES[name] if c not in table.columns]
     if missing:

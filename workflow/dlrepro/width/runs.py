@@ -162,7 +162,7 @@ def extend_grid(grid, optimum: float, reach: float = 1.0, limit: tuple[float, fl
         new += [grid[0] - step * i for i in range(1, n + 1) if grid[0] - step * i >= lo - 1e-9]
     if grid[-1] - optimum < reach - 1e-9:
         new += [grid[-1] + step * i for i in range(1, n + 1) if grid[-1] + step * i <= hi + 1e-9]
-    return sorted(round(k, 9) for k in new)
+    return sorted(float(round(k, 9)) for k in new)
 
 
 # --------------------------------------------------------------------------- batched training
