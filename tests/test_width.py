@@ -50,11 +50,13 @@ def text_dir(tmp_path_factory):
 
 
 MLP_TRAIN = {"base_width": 8, "batch_size": 16, "steps": 12, "warmup_steps": 2, "lr": {"sp": 0.02, "ntk": 0.02, "mup": 0.02},
-             "lr_log2_grid": [-1, 0], "seeds": [0, 1], "lr_sweep_seeds": [0], "n_test": 48, "n_train_eval": 32,
+             "lr_log2_grid": [-1, 0], "seeds": [0, 1], "lr_sweep_seeds": [0], "data_seeds": [0, 1],
+             "lr_grid_extend": 0, "n_test": 48, "n_train_eval": 32,
              "n_probe": 16, "eval_points": 4, "n_offline": 40, "augment_shift": 1,
              "compute": {"checkpoint_every_n_steps": 5, "log_every_n_steps": 5}}
 LM_TRAIN = {"base_width": 8, "head_dim": 4, "block_size": 8, "batch_size": 4, "steps": 6, "warmup_steps": 1,
             "lr": {"sp": 0.01, "mup": 0.01}, "lr_log2_grid": [0], "seeds": [0, 1], "lr_sweep_seeds": [0],
+            "data_seeds": [0, 1], "lr_grid_extend": 0,
             "n_test": 4, "n_train_eval": 4, "n_probe": 2, "eval_points": 3, "n_offline": 8,
             "compute": {"checkpoint_every_n_steps": 5}}
 CNN_TRAIN = {**MLP_TRAIN, "base_width": 4, "kernel_size": 3, "pool": 1, "depth": 2}
@@ -125,10 +127,13 @@ def test_eval_steps_and_run_plan():
     assert steps[0] == 0 and steps[-1] == 200 and steps == sorted(set(steps))
     ratios = np.diff(np.log(steps[1:]))
     assert np.all(ratios > 0) and ratios.max() / ratios.min() < 2  # roughly log-spaced
-    plan = runs.plan_runs(train_params("mlp", {"seeds": [0, 1], "lr_sweep_seeds": [1], "lr_log2_grid": [-1, 0, 2]}))
-    assert [(r.seed, r.log2_lr_mult) for r in plan] == [(0, 0.0), (1, -1.0), (1, 0.0), (1, 2.0)]
-    assert [r.main for r in plan] == [True, False, True, False]
-    assert [r.sweep for r in plan] == [False, True, True, True]
+    params = train_params("mlp", {"seeds": [0, 1], "lr_sweep_seeds": [1], "lr_log2_grid": [-1, 0, 2],
+                                  "data_seeds": [0, 3]})
+    plan = runs.plan_members(params, "mup")
+    assert [(m.seed, m.data_seed, m.log2_lr_mult) for m in plan] == [
+        (0, 0, 0.0), (0, 3, 0.0), (1, 0, -1.0), (1, 0, 0.0), (1, 0, 2.0)]
+    assert runs.plan_members(params, "ntk") == [runs.Member(0, 0, 0.0), runs.Member(0, 3, 0.0),
+                                                runs.Member(1, 0, 0.0)]  # no sweep outside sp, mup
 
 
 # --------------------------------------------------------------------------- cells
@@ -187,7 +192,10 @@ class Crash(Exception):
 
 
 def _patch_module(monkeypatch, *, crash_at=None, nan_at=None):
-    """Make the cell's LightningModule crash (once) or return a NaN loss at a step."""
+    """Make the cell's LightningModule crash (once) at a step, or poison the first member's
+    weights with NaN from a step (that member diverges; the others go on)."""
+    import torch
+
     make = runs._lightning_module
     state = {"crashed": False}
 
@@ -199,8 +207,10 @@ def _patch_module(monkeypatch, *, crash_at=None, nan_at=None):
                 if crash_at is not None and self.global_step == crash_at and not state["crashed"]:
                     state["crashed"] = True
                     raise Crash
-                loss = super().training_step(batch, batch_idx)
-                return loss * float("nan") if nan_at is not None and self.global_step >= nan_at else loss
+                if nan_at is not None and self.global_step == nan_at:
+                    with torch.no_grad():
+                        next(self.models[0].parameters()).fill_(float("nan"))
+                return super().training_step(batch, batch_idx)
 
         return Patched
 
@@ -210,43 +220,65 @@ def _patch_module(monkeypatch, *, crash_at=None, nan_at=None):
 def test_killed_run_resumes_exactly(tmp_path, mnist_dir, monkeypatch):
     params = _params("mlp")
     task = tasks.make_task("mlp", params, mnist_dir, "online")
-    run = runs.RunSpec(1, 0.0, main=True, sweep=False)
-    full = runs.train_run(task, "mup", 16, run, tmp_path / "full", {})
+    members = [runs.Member(1, 0, 0.0), runs.Member(0, 1, -1.0)]
+    full = runs.train_members(task, "mup", 16, members, {members[0]}, tmp_path / "full", {})
     _patch_module(monkeypatch, crash_at=8)  # after the checkpoint at step 5
     with pytest.raises(Crash):
-        runs.train_run(task, "mup", 16, run, tmp_path / "resumed", {})
+        runs.train_members(task, "mup", 16, members, {members[0]}, tmp_path / "resumed", {})
     assert (tmp_path / "resumed" / "last.ckpt").exists()
-    resumed = runs.train_run(task, "mup", 16, run, tmp_path / "resumed", {})
-    assert resumed["records"] == full["records"]
-    np.testing.assert_array_equal(resumed["probe"], full["probe"])
+    resumed = runs.train_members(task, "mup", 16, members, {members[0]}, tmp_path / "resumed", {})
+    for m in members:
+        assert resumed[m]["records"] == full[m]["records"]
+        np.testing.assert_array_equal(resumed[m]["probe"], full[m]["probe"])
+    assert len(full[members[1]]["records"]) == 1  # a sweep-only member: the last step only
 
 
-def test_finished_runs_are_not_retrained(tmp_path, mnist_dir, monkeypatch):
-    reference = _run_cell(tmp_path, "ref", "mlp", mnist_dir, arm="offline")
+def test_batched_members_equal_separate_runs(tmp_path, mnist_dir):
+    """Training members together changes nothing: each follows its own run's trajectory."""
     params = _params("mlp")
+    task = tasks.make_task("mlp", params, mnist_dir, "online")
+    members = [runs.Member(0, 0, 0.0), runs.Member(1, 1, -1.0), runs.Member(2, 0, 0.0)]
+    together = runs.train_members(task, "sp", 16, members, set(members), tmp_path / "together", {})
+    for i, m in enumerate(members):
+        alone = runs.train_members(task, "sp", 16, [m], {m}, tmp_path / f"alone{i}", {})
+        for a, b in zip(alone[m]["records"], together[m]["records"]):
+            for key in ("train_loss", "test_loss"):
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6)
+
+
+def test_finished_rounds_are_not_retrained(tmp_path, mnist_dir, monkeypatch):
+    reference = _run_cell(tmp_path, "ref", "mlp", mnist_dir, arm="offline", lr_grid_extend=1)
+    params = _params("mlp", lr_grid_extend=1)
     task = tasks.make_task("mlp", params, mnist_dir, "offline")
-    first = runs.plan_runs(params)[0]
-    runs._run_or_resume(task, "mup", 16, first, tmp_path / "ckpt-again", {})  # a killed cell got this far
+    first = runs.plan_members(params, "mup")
+    # a killed cell got this far
+    runs._round_or_resume(task, "mup", 16, first, set(runs.main_members(params) + runs.data_members(params)),
+                          tmp_path / "ckpt-again" / "round0", {})
     calls = []
-    train_run = runs.train_run
-    monkeypatch.setattr(runs, "train_run", lambda *a, **k: calls.append(a[3]) or train_run(*a, **k))
-    again = _run_cell(tmp_path, "again", "mlp", mnist_dir, arm="offline")
-    assert first not in calls and len(calls) == len(runs.plan_runs(params)) - 1
-    assert (again / "curves.csv").read_bytes() == (reference / "curves.csv").read_bytes()
+    train = runs.train_members
+    monkeypatch.setattr(runs, "train_members", lambda *a, **k: calls.append(a[3]) or train(*a, **k))
+    again = _run_cell(tmp_path, "again", "mlp", mnist_dir, arm="offline", lr_grid_extend=1)
+    assert first not in calls
+    assert all(m.log2_lr_mult not in params.lr_log2_grid for ms in calls for m in ms)  # extensions only
+    for name in ("curves.csv", "lr_sweep.csv"):
+        assert (again / name).read_bytes() == (reference / name).read_bytes()
 
 
 def test_diverged_run_is_recorded_not_fatal(tmp_path, mnist_dir, monkeypatch):
     _patch_module(monkeypatch, nan_at=4)
-    out = _run_cell(tmp_path, "nan", "mlp", mnist_dir, "sp", seeds=[0], lr_log2_grid=[0])
+    out = _run_cell(tmp_path, "nan", "mlp", mnist_dir, "sp", seeds=[0, 1], lr_log2_grid=[0])
     sweep, curves, meta = pd.read_csv(out / "lr_sweep.csv"), pd.read_csv(out / "curves.csv"), read_json(out / "meta.json")
     assert sweep["diverged"].tolist() == [1] and math.isnan(sweep["test_loss"].iloc[0])
-    assert meta["diverged_runs"] == ["seed0_lr+0"]
-    assert np.isfinite(curves[curves["step"] < 4]["test_loss"]).all()
-    assert curves["test_loss"].isna().iloc[-1]
+    assert meta["diverged_runs"] == ["seed0_data0_lr+0"]
+    seed0, seed1 = curves[curves["seed"] == 0], curves[curves["seed"] == 1]
+    assert np.isfinite(seed0[seed0["step"] < 4]["test_loss"]).all()
+    assert seed0["test_loss"].isna().iloc[-1]
+    assert np.isfinite(seed1["test_loss"]).all()  # the other member went on
     logits = np.load(out / "probe_logits.npy")
     steps = meta["eval_steps"]
     assert np.isfinite(logits[0, [i for i, s in enumerate(steps) if s < 4]]).all()
     assert np.isnan(logits[0, [i for i, s in enumerate(steps) if s > 4]]).all()
+    assert np.isfinite(logits[1]).all()
 
 
 def test_lm_cell_and_offline_subset(tmp_path, text_dir):
@@ -395,7 +427,7 @@ def _sweep_table(centre):
         for width in (64, 128, 256):
             for k in range(-8, -1):
                 rows.append({"model": "mlp", "arm": "online", "parametrization": param, "width": width,
-                             "n_params": width * 10, "seed": 0, "lr": 2.0 ** k, "log2_lr_mult": k, "steps": 10,
+                             "n_params": width * 10, "seed": 0, "data_seed": 0, "lr": 2.0 ** k, "log2_lr_mult": k, "steps": 10,
                              "train_loss": (k - fn(width)) ** 2 + 1 / width, "test_loss": 1.0,
                              "test_accuracy": 0.5, "diverged": 0})
     return pd.DataFrame(rows, columns=runs.LR_SWEEP_COLUMNS)
@@ -438,11 +470,14 @@ def test_cli_end_to_end_with_figures(tmp_path, mnist_dir):
     assert main(["ensembles", "--cells", *cells, "--out", str(out / "ensembles.csv")]) == 0
     curves, sweep = pd.read_csv(out / "curves.csv"), pd.read_csv(out / "lr_sweep.csv")
     assert len(curves) == 4 * 2 * 3 and len(sweep) == 4 * 3
+    slopes = pd.read_csv(out / "slopes.csv")
+    assert set(slopes["source"]) == {"init", "data"}
     assert len(pd.read_csv(out / "lr_optimum.csv")) == 4
     assert set(pd.read_csv(out / "agreement.csv")["reference_width"]) == {16}
 
-    coord = pd.DataFrame([{"model": "mlp", "parametrization": p, "width": w, "seed": 0, "step": s,
-                           "layer": layer, "rms": w ** (p == "sp") * 0.1, "delta_rms": 0.01}
+    coord = pd.DataFrame([{"model": "mlp", "parametrization": p, "width": w, "seed": 0, "lr": 0.001, "step": s,
+                           "layer": layer, "rms": w ** (p == "sp") * 0.1, "delta_rms": 0.01,
+                           "loss": 1.0 - 0.1 * s, "valid": 1}
                           for p in ("sp", "mup") for w in (8, 16) for s in (0, 1) for layer in ("layers.0", "logits")])
     write_csv(out / "coord_check.csv", coord)
     for kind in ("curves", "lr_sweep", "agreement", "ensembles", "coord_check"):

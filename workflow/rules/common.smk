@@ -444,7 +444,8 @@ def claims_inputs():
         "collapse": [f"{RESULTS}/collapse/summary.csv"],
         "vae": [f"{RESULTS}/vae/summary.csv"],
         "conformers": [f"{RESULTS}/conformers/summary.csv"],
-        "width": [f"{WIDTH}/lr_optimum.csv", f"{WIDTH}/coord_check.csv", f"{WIDTH}/variance_slopes.csv"]
+        "width": [f"{WIDTH}/lr_optimum.csv", f"{WIDTH}/lr_sweep.csv", f"{WIDTH}/coord_check.csv",
+                  f"{WIDTH}/variance_slopes.csv"]
         + [f"{c}/{f}" for c in width_cells() if "/online/mup/" in c
            for f in ("meta.json", "probe_logits.npy", "probe_labels.npy")],
         "init": [f"{INIT}/{t}.csv" for t in ("shapes", "width_sweep", "training_comparison")],

@@ -4,7 +4,8 @@
 # aggregations.
 #
 # models: mlp (MNIST), cnn (MNIST or CIFAR-10, channels = width), lm (the collapse corpus)
-# results/width/cells/<model>/<arm>/<parametrization>/w<width>/{curves.csv, lr_sweep.csv, probe_logits.npy, probe_labels.npy, meta.json}
+# results/width/cells/<model>/<arm>/<parametrization>/w<width>/{curves.csv, lr_sweep.csv, probe_logits.npy,
+#   probe_logits_data.npy, probe_labels.npy, meta.json}
 # results/width/{curves.csv, lr_sweep.csv, lr_optimum.csv, coord_check.csv, agreement.csv, variance_slopes.csv, ensembles.csv}
 
 if stage_on("width"):
@@ -14,7 +15,8 @@ if stage_on("width"):
 
 
 WIDTH_COORD_MODELS = WC["coord_check"]["models"]
-CELL_FILES = ["curves.csv", "lr_sweep.csv", "probe_logits.npy", "probe_labels.npy", "meta.json"]
+CELL_FILES = ["curves.csv", "lr_sweep.csv", "probe_logits.npy", "probe_logits_data.npy", "probe_labels.npy",
+              "meta.json"]
 
 
 rule width_run:

@@ -31,11 +31,13 @@ FORBIDDEN_COMPUTE = ("seed", "max_steps", "epochs", "gradient_clip_val")  # set 
 # --------------------------------------------------------------------------- params
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """An int that is not a bool (JSON's true/false are not counts)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _require(ok: bool, where: str, value) -> None:
+def require(ok: bool, where: str, value) -> None:
+    """Raise the config error ``invalid <where>: <value>`` unless ``ok``."""
     if not ok:
         raise ValueError(f"invalid {where}: {value!r}")
 
@@ -52,9 +54,16 @@ class TrainParams:
     warmup_steps: int = 15
     min_lr_ratio: float = 0.1
     lr: dict = field(default_factory=lambda: {"sp": 0.016, "ntk": 0.016, "mup": 0.016})
-    lr_log2_grid: list = field(default_factory=lambda: [-3, -2, -1, 0, 1, 2])
-    seeds: list = field(default_factory=lambda: [0, 1, 2])
-    lr_sweep_seeds: list = field(default_factory=lambda: [0])
+    # the learning-rate sweep: a half-octave grid (log2 multiples of lr[parametrization]),
+    # extended by up to lr_grid_extend octaves at an edge while a width's optimum lies within
+    # an octave of that edge (dlrepro.width.runs)
+    lr_log2_grid: list = field(default_factory=lambda: [-1.5, -1, -0.5, 0, 0.5, 1, 1.5])
+    lr_grid_extend: float = 2.0
+    lr_sweep_parametrizations: list = field(default_factory=lambda: ["sp", "mup"])  # the claims' two
+    # initialisation seeds: ``seeds`` of the main runs (the variance over initialisations,
+    # agreement and ensembles: at least 6), ``lr_sweep_seeds`` of the sweep (at least 4)
+    seeds: list = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
+    lr_sweep_seeds: list = field(default_factory=lambda: [0, 1, 2, 3])
     weight_decay: float = 0.0
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
@@ -69,7 +78,12 @@ class TrainParams:
     n_train_eval: int = 500  # training items for train_loss
     n_probe: int = 500  # probe items (the first test items) whose logits are saved
     eval_points: int = 8  # log-spaced evaluation steps (0 and the last included)
-    data_seed: int = 0  # the offline subset
+    # data seeds: ``data_seed`` sets the offline subset and the data stream (batch order,
+    # shifts) of every main and sweep run, so those runs differ only in their initialisation;
+    # ``data_seeds`` are the streams of the data-only runs (initialisation seeds[0]), whose
+    # spread is the data-order part of the variance
+    data_seed: int = 0
+    data_seeds: list = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
     compute: dict = field(default_factory=dict)  # TrainSettings fields (dlrepro.training)
 
     @classmethod
@@ -87,40 +101,47 @@ class TrainParams:
     def validate(self, where: str = "params") -> None:
         for name in ("base_width", "batch_size", "steps", "n_offline", "n_test", "n_train_eval"):
             value = getattr(self, name)
-            _require(_is_int(value) and value >= 1, f"{where}.{name} (a positive int)", value)
+            require(is_int(value) and value >= 1, f"{where}.{name} (a positive int)", value)
         for name in ("warmup_steps", "n_probe", "data_seed"):
             value = getattr(self, name)
-            _require(_is_int(value) and value >= 0, f"{where}.{name} (an int >= 0)", value)
-        _require(_is_int(self.eval_points) and self.eval_points >= 2,
+            require(is_int(value) and value >= 0, f"{where}.{name} (an int >= 0)", value)
+        require(is_int(self.eval_points) and self.eval_points >= 2,
                  f"{where}.eval_points (an int >= 2)", self.eval_points)
-        _require(self.n_probe <= self.n_test, f"{where}.n_probe (at most n_test={self.n_test})", self.n_probe)
-        _require(0 <= self.min_lr_ratio <= 1, f"{where}.min_lr_ratio (in [0, 1])", self.min_lr_ratio)
-        _require(isinstance(self.lr, dict) and len(self.lr) > 0, f"{where}.lr (an object parametrization -> lr)", self.lr)
+        require(self.n_probe <= self.n_test, f"{where}.n_probe (at most n_test={self.n_test})", self.n_probe)
+        require(0 <= self.min_lr_ratio <= 1, f"{where}.min_lr_ratio (in [0, 1])", self.min_lr_ratio)
+        require(isinstance(self.lr, dict) and len(self.lr) > 0, f"{where}.lr (an object parametrization -> lr)", self.lr)
         for name, value in self.lr.items():
-            _require(name in PARAMETRIZATIONS, f"{where}.lr key (one of {list(PARAMETRIZATIONS)})", name)
-            _require(isinstance(value, (int, float)) and not isinstance(value, bool)
+            require(name in PARAMETRIZATIONS, f"{where}.lr key (one of {list(PARAMETRIZATIONS)})", name)
+            require(isinstance(value, (int, float)) and not isinstance(value, bool)
                      and math.isfinite(value) and value > 0, f"{where}.lr.{name} (a positive number)", value)
-        _require(isinstance(self.lr_log2_grid, list) and len(self.lr_log2_grid) > 0
+        require(isinstance(self.lr_log2_grid, list) and len(self.lr_log2_grid) > 0
                  and all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in self.lr_log2_grid)
                  and len(set(self.lr_log2_grid)) == len(self.lr_log2_grid),
                  f"{where}.lr_log2_grid (a non-empty list of distinct numbers)", self.lr_log2_grid)
-        for name in ("seeds", "lr_sweep_seeds"):
+        require(isinstance(self.lr_grid_extend, (int, float)) and not isinstance(self.lr_grid_extend, bool)
+                and 0 <= self.lr_grid_extend <= 8, f"{where}.lr_grid_extend (octaves, in [0, 8])",
+                self.lr_grid_extend)
+        require(isinstance(self.lr_sweep_parametrizations, list)
+                and all(p in PARAMETRIZATIONS for p in self.lr_sweep_parametrizations),
+                f"{where}.lr_sweep_parametrizations (a list of {list(PARAMETRIZATIONS)})",
+                self.lr_sweep_parametrizations)
+        for name in ("seeds", "lr_sweep_seeds", "data_seeds"):
             value = getattr(self, name)
-            _require(isinstance(value, list) and all(_is_int(s) and s >= 0 for s in value)
+            require(isinstance(value, list) and all(is_int(s) and s >= 0 for s in value)
                      and len(set(value)) == len(value), f"{where}.{name} (a list of distinct ints >= 0)", value)
-        _require(len(self.seeds) >= 1, f"{where}.seeds (at least one seed)", self.seeds)
-        _require(isinstance(self.betas, (list, tuple)) and len(self.betas) == 2
+        require(len(self.seeds) >= 1, f"{where}.seeds (at least one seed)", self.seeds)
+        require(isinstance(self.betas, (list, tuple)) and len(self.betas) == 2
                  and all(0 <= b < 1 for b in self.betas), f"{where}.betas (two numbers in [0, 1))", self.betas)
-        _require(self.weight_decay >= 0, f"{where}.weight_decay (>= 0)", self.weight_decay)
-        _require(self.eps > 0, f"{where}.eps (> 0)", self.eps)
-        _require(self.output_mult > 0, f"{where}.output_mult (> 0)", self.output_mult)
-        _require(self.init_std is None or self.init_std > 0, f"{where}.init_std (> 0 or null)", self.init_std)
-        _require(self.init in ("table", "model"), f"{where}.init (table or model)", self.init)
-        _require(self.init == "table" or self.init_std is None,
+        require(self.weight_decay >= 0, f"{where}.weight_decay (>= 0)", self.weight_decay)
+        require(self.eps > 0, f"{where}.eps (> 0)", self.eps)
+        require(self.output_mult > 0, f"{where}.output_mult (> 0)", self.output_mult)
+        require(self.init_std is None or self.init_std > 0, f"{where}.init_std (> 0 or null)", self.init_std)
+        require(self.init in ("table", "model"), f"{where}.init (table or model)", self.init)
+        require(self.init == "table" or self.init_std is None,
                  f"{where}.init_std (null with init: model, whose own init sets the scale)", self.init_std)
-        _require(self.gradient_clip_val is None or self.gradient_clip_val > 0,
+        require(self.gradient_clip_val is None or self.gradient_clip_val > 0,
                  f"{where}.gradient_clip_val (> 0 or null)", self.gradient_clip_val)
-        _require(isinstance(self.compute, dict), f"{where}.compute (an object)", self.compute)
+        require(isinstance(self.compute, dict), f"{where}.compute (an object)", self.compute)
         bad = sorted(set(self.compute) & set(FORBIDDEN_COMPUTE))
         if bad:
             raise ValueError(f"{where}.compute.{bad[0]} is set by the width stage (seed, steps and "
@@ -144,10 +165,10 @@ class MLPParams(TrainParams):
         super().validate(where)
         from dlrepro.models import ACTIVATION_NAMES as ACTIVATIONS  # without importing torch
 
-        _require(_is_int(self.depth) and self.depth >= 2, f"{where}.depth (an int >= 2: muP needs a hidden layer)", self.depth)
-        _require(self.activation in ACTIVATIONS, f"{where}.activation (one of {sorted(ACTIVATIONS)})", self.activation)
-        _require(_is_int(self.pool) and self.pool >= 1, f"{where}.pool (a positive int)", self.pool)
-        _require(_is_int(self.augment_shift) and self.augment_shift >= 0, f"{where}.augment_shift (an int >= 0)", self.augment_shift)
+        require(is_int(self.depth) and self.depth >= 2, f"{where}.depth (an int >= 2: muP needs a hidden layer)", self.depth)
+        require(self.activation in ACTIVATIONS, f"{where}.activation (one of {sorted(ACTIVATIONS)})", self.activation)
+        require(is_int(self.pool) and self.pool >= 1, f"{where}.pool (a positive int)", self.pool)
+        require(is_int(self.augment_shift) and self.augment_shift >= 0, f"{where}.augment_shift (an int >= 0)", self.augment_shift)
 
 
 @dataclass
@@ -157,8 +178,7 @@ class LMParams(TrainParams):
     steps: int = 80
     warmup_steps: int = 8
     lr: dict = field(default_factory=lambda: {"sp": 0.02, "ntk": 0.02, "mup": 0.02})
-    lr_log2_grid: list = field(default_factory=lambda: [-2, -1, 0, 1])
-    seeds: list = field(default_factory=lambda: [0, 1])
+    lr_log2_grid: list = field(default_factory=lambda: [-2, -1.5, -1, -0.5, 0, 0.5, 1])
     eval_points: int = 6
     init: str = "model"  # GPT-2's own init (std 0.02, residual projections / sqrt(2 n_layer))
     betas: list = field(default_factory=lambda: [0.9, 0.95])
@@ -177,9 +197,9 @@ class LMParams(TrainParams):
 
         for name in ("n_layer", "head_dim", "block_size"):
             value = getattr(self, name)
-            _require(_is_int(value) and value >= 1, f"{where}.{name} (a positive int)", value)
-        _require(self.arch in ARCHS, f"{where}.arch (one of {list(ARCHS)})", self.arch)
-        _require(self.base_width % self.head_dim == 0,
+            require(is_int(value) and value >= 1, f"{where}.{name} (a positive int)", value)
+        require(self.arch in ARCHS, f"{where}.arch (one of {list(ARCHS)})", self.arch)
+        require(self.base_width % self.head_dim == 0,
                  f"{where}.base_width (a multiple of head_dim={self.head_dim})", self.base_width)
 
 
@@ -195,8 +215,6 @@ class CNNParams(MLPParams):
     steps: int = 100
     warmup_steps: int = 10
     lr: dict = field(default_factory=lambda: {"sp": 0.04, "ntk": 0.04, "mup": 0.04})
-    lr_log2_grid: list = field(default_factory=lambda: [-2, -1, 0, 1, 2])
-    seeds: list = field(default_factory=lambda: [0, 1])
     n_test: int = 500
     n_train_eval: int = 250
     n_probe: int = 250
@@ -206,7 +224,7 @@ class CNNParams(MLPParams):
 
     def validate(self, where: str = "params") -> None:
         super().validate(where)
-        _require(_is_int(self.kernel_size) and self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+        require(is_int(self.kernel_size) and self.kernel_size >= 1 and self.kernel_size % 2 == 1,
                  f"{where}.kernel_size (an odd positive int)", self.kernel_size)
 
 
@@ -221,7 +239,7 @@ def train_params(model: str, raw: dict, where: str = "--params") -> TrainParams:
 
 
 def check_width(model: str, params: TrainParams, width) -> None:
-    _require(_is_int(width) and width >= 1, "width (a positive int)", width)
+    require(is_int(width) and width >= 1, "width (a positive int)", width)
     if model == "lm" and width % params.head_dim:
         raise ValueError(f"width {width} is not a multiple of head_dim={params.head_dim}")
 

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -103,16 +104,38 @@ def plot_curves(table: pd.DataFrame, path: str | os.PathLike, y: str = "test_los
     return style.save_figure(fig, path)
 
 
+def _row_legend(ax, colours: dict, extra: list[tuple[str, dict]] = ()) -> None:
+    """A legend beside ``ax`` for one row (one model): its widths and ``extra`` lines."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, label=str(w)) for w, c in colours.items()]
+    handles += [Line2D([], [], label=label, **kw) for label, kw in extra]
+    ax.legend(handles=handles, title="width", loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+
+
+#: the optimal-lr panel: each parametrization's own marker, line style and a small horizontal
+#: offset, so that lines that coincide (every parametrization is the same network at the base
+#: width) stay visible
+OPT_STYLE = {"sp": {"marker": "s", "ls": "-", "dodge": -0.06, "zorder": 4},
+             "ntk": {"marker": "^", "ls": ":", "dodge": 0.0, "zorder": 3},
+             "mup": {"marker": "o", "ls": "--", "dodge": 0.06, "zorder": 2}}
+
+
 def plot_lr_sweep(table: pd.DataFrame, path: str | os.PathLike, metric: str = "train_loss") -> list[Path]:
     _check(table, LR_SWEEP_COLUMNS, "lr-sweep")
-    colours = _width_colours(table["width"])
     optimum = lr_optimum(table, metric)
     n_seeds = int(table.groupby(GROUP_KEYS + ["width", "lr"])["seed"].nunique().min())
     fig, rows = _panels(table, extra_cols=1)
     for model, arm, panels, (opt_ax,) in rows:
         here = table[(table["model"] == model) & (table["arm"] == arm)]
+        colours = _width_colours(table[table["model"] == model]["width"])  # this model's widths only
         finite = here[metric][np.isfinite(here[metric]) & (here["diverged"] == 0)]
-        top = float(np.nanpercentile(finite, 90)) if len(finite) else None
+        top = None
+        if len(finite):  # the 90th percentile, but never above a width's best point
+            ok = here[np.isfinite(here[metric]) & (here["diverged"] == 0)]
+            bests = ok.groupby(["parametrization", "width", "lr"])[metric].mean().groupby(level=[0, 1]).min()
+            top = max(float(np.nanpercentile(finite, 90)), float(bests.max()))
+            top += 0.05 * (top - float(finite.min()))
         for c, (param, ax) in enumerate(panels):
             sub = here[here["parametrization"] == param]
             sub = sub[np.isfinite(sub[metric]) & (sub["diverged"] == 0)]
@@ -123,44 +146,96 @@ def plot_lr_sweep(table: pd.DataFrame, path: str | os.PathLike, metric: str = "t
                 best = g.loc[g["mean"].idxmin()]
                 ax.plot(best["lr"], best["mean"], marker="*", ms=10, color=colours[width])
             ax.set_xscale("log", base=2)
-            if top is not None and len(finite):
+            if top is not None and top > float(finite.min()):
                 ax.set_ylim(float(finite.min()) - 0.05 * (top - float(finite.min())), top)
             ax.set_title(f"{model} {arm}, {LABELS.get(param, param)}")
             ax.set_xlabel("learning rate")
             if c == 0:
                 ax.set_ylabel(f"final {metric.replace('_', ' ')}")
         opt = optimum[(optimum["model"] == model) & (optimum["arm"] == arm)]
+        shown = []
         for param, _ in panels:
             g = opt[opt["parametrization"] == param].sort_values("width")
+            if g.empty:
+                continue
+            shown.append(param)
+            st = OPT_STYLE.get(param, {"marker": "o", "ls": "-", "dodge": 0.0, "zorder": 2})
+            x = g["width"] * 2.0 ** st["dodge"]
             y = 2.0 ** g["log2_lr_opt"]
             lo = 2.0 ** g["log2_lr_opt_lo"].fillna(g["log2_lr_opt"])
             hi = 2.0 ** g["log2_lr_opt_hi"].fillna(g["log2_lr_opt"])
-            opt_ax.errorbar(g["width"], y, yerr=[y - lo, hi - y], marker="o", capsize=3,
-                            color=style.color(param), label=LABELS.get(param, param))
+            opt_ax.errorbar(x, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], marker=st["marker"],
+                            ls=st["ls"], mfc="none" if param == "mup" else None, capsize=3,
+                            color=style.color(param), zorder=st["zorder"], label=LABELS.get(param, param))
             edge = g[g["at_edge"] == 1]
-            opt_ax.plot(edge["width"], 2.0 ** edge["log2_lr_opt"], ls="none", marker="o", ms=11, mfc="none",
-                        mec="k", mew=1.0)
+            opt_ax.plot(edge["width"] * 2.0 ** st["dodge"], 2.0 ** edge["log2_lr_opt"], ls="none", marker="o",
+                        ms=11, mfc="none", mec="k", mew=1.0, zorder=5)
         opt_ax.set_xscale("log", base=2)
         opt_ax.set_yscale("log", base=2)
         opt_ax.set_title(f"{model} {arm}: optimal lr")
         opt_ax.set_xlabel("width")
-    extra = [(LABELS.get(p, p), {"color": style.color(p), "marker": "o"}) for p in _params(table)]
-    extra += [("optimum at grid edge", {"color": "k", "marker": "o", "mfc": "none", "ls": "none"})]
-    _width_legend(fig, colours, extra=extra)
-    fig.text(0.0, 0.0, f"bars: range over {n_seeds} seed(s) (loss); 95% bootstrap interval over seeds "
-             "(optimum)", fontsize="small", ha="left", va="top")
+        extra = [(LABELS.get(p, p), {"color": style.color(p), "marker": OPT_STYLE.get(p, {}).get("marker", "o"),
+                                     "ls": OPT_STYLE.get(p, {}).get("ls", "-")}) for p in shown]
+        extra += [("optimum < 1 octave\nfrom grid edge", {"color": "k", "marker": "o", "mfc": "none", "ls": "none"})]
+        _row_legend(opt_ax, colours, extra)
+    fig.text(0.0, 0.0, f"bars: range over {n_seeds} seed(s) (loss); 95% Student-t interval of the per-seed "
+             "optima (optimal lr)", fontsize="small", ha="left", va="top")
     return style.save_figure(fig, path)
 
 
 def plot_coord_check(table: pd.DataFrame, path: str | os.PathLike, model: str = "mlp",
                      step: int | None = None) -> list[Path]:
-    from dlrepro.parametrization import plot_coord_check as plot_table
+    """The coordinate check of ``model``: per parametrization (columns), the RMS change since
+    init of every layer's output vs width at ``step`` (default: the last; log-log, mean over
+    seeds, the y range at least a factor 4 so that it has labelled ticks), and the training
+    loss vs step per width (the check is valid only if no loss rises above its initial one)."""
+    import seaborn as sns
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     _check(table, COORD_COLUMNS, "coordinate-check")
     sub = table[table["model"] == model]
     if sub.empty:
         raise ValueError(f"no coordinate-check rows of model {model!r}; the table has {sorted(table['model'].unique())}")
-    return plot_table(sub.drop(columns="model"), path, step)
+    step = int(sub["step"].max()) if step is None else step
+    names = _params(sub)
+    layers = list(dict.fromkeys(sub["layer"]))
+    colours = dict(zip(layers, sns.color_palette("viridis", len(layers))))
+    wcolours = _width_colours(sub["width"])
+    at = sub[sub["step"] == step].groupby(["parametrization", "layer", "width"])["delta_rms"].mean().reset_index()
+    fig, axes = style.subplots(2 * len(names), ncols=len(names), sharey="row")
+    fig.set_layout_engine("tight")
+    positive = at["delta_rms"][at["delta_rms"] > 0]
+    lo, hi = (float(positive.min()), float(positive.max())) if len(positive) else (1e-3, 1.0)
+    centre = math.sqrt(lo * hi)
+    span = max(hi / lo, 4.0) * 1.3
+    for col, name in enumerate(names):
+        ax, lax = axes[col], axes[len(names) + col]
+        g = sub[sub["parametrization"] == name]
+        for layer in layers:
+            line = at[(at["parametrization"] == name) & (at["layer"] == layer)]
+            ax.plot(line["width"], line["delta_rms"], marker="o", color=colours[layer], label=layer)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_ylim(centre / math.sqrt(span), centre * math.sqrt(span))
+        ax.yaxis.set_major_locator(LogLocator(base=2, numticks=12))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        rate = f", lr {g['lr'].iloc[0]:.2g}" if len(g) else ""
+        ax.set_title(f"{model}, {LABELS.get(name, name)}{rate}: step {step}")
+        ax.set_xlabel("width")
+        losses = g.groupby(["width", "step"])[["loss", "valid"]].mean().reset_index()
+        for width, lg in losses.groupby("width"):
+            ok = bool((lg["valid"] == 1).all())
+            lax.plot(lg["step"], lg["loss"], marker="o", ms=3, color=wcolours[int(width)],
+                     ls="-" if ok else ":", label=f"{int(width)}" + ("" if ok else " (invalid)"))
+        lax.set_xlabel("step")
+        lax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        lax.set_title(f"{model}, {LABELS.get(name, name)}: training loss")
+        if col == 0:
+            ax.set_ylabel("RMS change since init")
+            lax.set_ylabel("loss on the check's batch")
+    axes[len(names) - 1].legend(title="layer", loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+    axes[2 * len(names) - 1].legend(title="width", loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+    return style.save_figure(fig, path)
 
 
 def plot_agreement(table: pd.DataFrame, path: str | os.PathLike) -> list[Path]:
@@ -181,11 +256,16 @@ def plot_agreement(table: pd.DataFrame, path: str | os.PathLike) -> list[Path]:
                 axes[3 * r].plot(g["step"], g["top1_agreement"], ls=ls, color=colours[width])
                 axes[3 * r + 1].plot(g["step"], g["relative_distance"], ls=ls, color=colours[width])
             last = g_arm[g_arm["step"] == g_arm["step"].max()].sort_values("width")
-            slope = slopes[(slopes["model"] == model) & (slopes["parametrization"] == param)
-                           & (slopes["arm"] == arm) & (slopes["step"] == last["step"].max())]
-            label = f"{arm}" + (f", slope {slope['slope'].iloc[0]:.2f}" if len(slope) else "")
-            axes[3 * r + 2].plot(last["width"], last["output_variance"], ls=ls, marker="o",
-                                 color=style.color(param), label=label)
+            at = slopes[(slopes["model"] == model) & (slopes["parametrization"] == param)
+                        & (slopes["arm"] == arm) & (slopes["step"] == last["step"].max())]
+            for source, column, marker in (("init", "output_variance", "o"), ("data", "data_variance", "s")):
+                slope = at[at["source"] == source]
+                if not np.isfinite(last[column]).any():
+                    continue
+                label = f"{arm}, over {source} seeds" + (f", slope {slope['slope'].iloc[0]:.2f}" if len(slope) else "")
+                axes[3 * r + 2].plot(last["width"], last[column], ls=ls, marker=marker,
+                                     mfc=None if source == "init" else "none", color=style.color(param),
+                                     alpha=1.0 if source == "init" else 0.6, label=label)
         axes[3 * r].set_title(f"{name}: top-1 agreement with widest")
         axes[3 * r + 1].set_title(f"{name}: distance to widest")
         _log_if_positive(axes[3 * r + 1], sub["relative_distance"])
@@ -195,7 +275,7 @@ def plot_agreement(table: pd.DataFrame, path: str | os.PathLike) -> list[Path]:
             ax.set_xlabel("step")
         ax = axes[3 * r + 2]
         ax.set_xscale("log", base=2)
-        _log_if_positive(ax, sub["output_variance"])
+        _log_if_positive(ax, pd.concat([sub["output_variance"], sub["data_variance"]]))
         ax.set_title(f"{name}: output variance (last step)")
         ax.set_xlabel("width")
         ax.legend(fontsize="small")

@@ -36,8 +36,11 @@ Data arms
              ``data_seed`` (the same for every seed and width), revisited for the same
              number of steps (many epochs).
 
-The seed of a run sets its initialisation and its batch order (and augmentations). All
-learning rates of one seed share its initialisation and batches.
+A run has two seeds: its initialisation seed (:func:`parametrized_model`) and its data seed
+(:meth:`MnistTask.train_batches`: the batch order and the online shifts); the offline
+subset is chosen by ``params.data_seed``. Runs on the same data seed see the same batches
+whatever their initialisation, and runs of the same initialisation seed start from the
+same weights whatever their data.
 
 A task also holds a run's fixed evaluation sets (``test``, ``train_eval``, ``probe_labels``);
 the runs that train and evaluate on them: :mod:`dlrepro.width.runs`.
@@ -154,6 +157,7 @@ class MnistTask:
         return self._preprocess(images), torch.from_numpy(np.asarray(self.train_labels[idx % n], dtype=np.int64))
 
     def train_batches(self, seed: int, total_steps: int):
+        """The training batches of data seed ``seed`` (batch order and shifts)."""
         from dlrepro.training import StepBatches
 
         b = self.params.batch_size
