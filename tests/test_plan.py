@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -191,7 +192,9 @@ def test_prepared_manifests_replace_the_documented_figures(tmp_path):
 
     job = gen0(cfg)
     B, T = cfg["collapse"]["optim"]["batch_size"], cfg["collapse"]["models"][0]["block_size"]
-    assert job.work == (2_000_000 // T // B) * B * T  # one epoch of the manifest's windows
+    epochs = cfg["collapse"]["optim"]["epochs"]
+    steps = math.ceil(epochs * (2_000_000 // T // B))  # `epochs` passes over the manifest's windows
+    assert job.work == steps * B * T
     other = load_config([], ["data={text: {vocab_size: 1024}}"])
     assert gen0(other).work != job.work  # the manifest is for vocab 512: figures instead
 

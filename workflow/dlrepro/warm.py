@@ -202,7 +202,7 @@ def serve(socket_path: str | os.PathLike, *, parent: int | None = None, log=prin
                     log(f"warm start: job {pid} killed: its client is gone")
             while jobs:  # reap finished children and report their status
                 try:
-                    pid, wstatus = os.waitpid(-1, os.WNOHANG)
+                    pid, wstatus, usage = os.wait4(-1, os.WNOHANG)
                 except ChildProcessError:
                     break
                 if pid == 0:
@@ -211,7 +211,10 @@ def serve(socket_path: str | os.PathLike, *, parent: int | None = None, log=prin
                 if conn is not None:
                     by_conn.pop(conn, None)
                     sel.unregister(conn)
-                    log(f"warm start: job {pid} exited with status {os.waitstatus_to_exitcode(wstatus)}")
+                    # the job's CPU time (its threads and reaped children): what a job costs
+                    cpu = usage.ru_utime + usage.ru_stime
+                    log(f"warm start: job {pid} exited with status {os.waitstatus_to_exitcode(wstatus)}"
+                        f" after {cpu:.2f} CPU-s")
                     try:
                         conn.sendall(_STATUS.pack(os.waitstatus_to_exitcode(wstatus)))
                     except OSError:
@@ -258,7 +261,9 @@ def _start(conn: socket.socket, others: list[socket.socket], log) -> int | None:
     for fd in fds:
         os.close(fd)
     conn.settimeout(None)
-    log(f"warm start: job {pid}: python -m dlrepro {' '.join(request['argv'][:2])}")
+    outs = [a for a in request["argv"] if a.startswith("--out")]
+    where = request["argv"][request["argv"].index(outs[0]) + 1] if outs and outs[0] != request["argv"][-1] else ""
+    log(f"warm start: job {pid}: python -m dlrepro {' '.join(request['argv'][:2])} {where}".rstrip())
     return pid
 
 

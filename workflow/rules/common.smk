@@ -242,9 +242,9 @@ def col_run(model, seed):
     return f"{COL}/{model}/seed{seed}"
 
 
-def col_params(model, *sections):
+def col_params(model, *sections, **override):
     """The --params of a collapse command: only the sections it reads, so that e.g. a
-    sampling change never retrains a model."""
+    sampling change never retrains a model; ``override`` replaces whole sections."""
     full = {
         "name": model,
         "model": COL_MODELS[model],
@@ -252,6 +252,7 @@ def col_params(model, *sections):
         "compute": compute_params(),
         "sampling": CC["sampling"],
         "eval": CC["eval"],
+        **override,
     }
     return as_json({k: full[k] for k in ("name", *sections)})
 

@@ -28,7 +28,8 @@ rule scaling_data_spec:
 
 
 rule scaling_data_train:
-    """One epoch over the subset, with generation 0's model and optimiser settings."""
+    """One epoch over the subset, with generation 0's model and optimiser settings (but one
+    epoch whatever collapse.optim.epochs says: the sweep's x axis is the subset's tokens)."""
     message:
         "scaling · {wildcards.model} · fraction {wildcards.frac} · seed {wildcards.seed}: train"
     input:
@@ -41,7 +42,7 @@ rule scaling_data_train:
     log:
         f"{LOGS}/scaling/data/{{model}}/frac{{frac}}/seed{{seed}}/train.log",
     params:
-        p=lambda wc: col_params(wc.model, "model", "optim", "compute", "eval"),
+        p=lambda wc: col_params(wc.model, "model", "optim", "compute", "eval", optim={**CC["optim"], "epochs": 1.0}),
         ckpt=lambda wc: f"{CKPT}/scaling/data/{wc.model}/frac{wc.frac}/seed{wc.seed}",
     threads: TRAIN_THREADS
     resources:
