@@ -35,6 +35,7 @@ def test_every_figure_is_a_png_and_pdf_of_sensible_size(smoke_run):
         assert pdf.read_bytes()[:5] == b"%PDF-", pdf.name
 
 
+@pytest.mark.xdist_group("smoke_run")  # Snakemake in the shared smoke run (tests/test_reliability.py)
 def test_html_report_contains_every_figure(smoke_run, tmp_path):
     report = tmp_path / "report.html"
     snakemake(*SMOKE, "--report", str(report), workdir=smoke_run)
