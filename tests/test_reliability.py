@@ -171,12 +171,14 @@ def test_killed_training_resumes_and_matches_uninterrupted(smoke_run, mirror, tm
     assert not ckpt.parent.exists()  # checkpoints are removed once the outputs exist
 
 
-def test_two_runs_from_scratch_give_byte_identical_results(smoke_run, mirror, tmp_path):
+def test_two_runs_from_scratch_give_byte_identical_results(mirror, tmp_path, request):
     """Determinism: a second run of the smoke preset from scratch reproduces every file of
-    the first (tables, arrays, JSON, model weights and figures) byte for byte."""
+    the first (tables, arrays, JSON, model weights and figures) byte for byte. (The first,
+    ``smoke_run``, is asked for after the second: under pytest-xdist the two may run at once.)"""
     second = tmp_path / "second"
     second.mkdir()
     snakemake(*SMOKE, workdir=second, env={"DLREPRO_DATA_MIRROR": str(mirror)}, timeout=1800)
+    smoke_run = request.getfixturevalue("smoke_run")
     files = result_files(smoke_run)
     assert result_files(second) == files
     assert any(f.endswith(".csv") for f in files) and any(f.endswith(".pt") for f in files)
