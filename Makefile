@@ -56,12 +56,14 @@ $(BENCH_STAMP): $(STAMP) Makefile
 	$(PY) -m pip install --quiet --prefix $(BENCH_PREFIX) --no-deps 'mup==1.0.0'
 	@touch $@
 
-# The suite on TEST_WORKERS processes (pytest-xdist, --dist loadgroup: the tests of one
-# xdist_group run on one worker; the smoke run is built once and shared). TEST_WORKERS=0
-# runs it in one process. `make test-fast`: the unit tests only (not marked slow or
-# slurm: no workflow runs), the loop while editing. docs/developing.md, "Test tiers".
+# The suite on TEST_WORKERS processes (pytest-xdist, --dist loadfile: a file's tests run on
+# one worker, one after another, in the order tests/conftest.py gives the files; the smoke
+# run is built once and shared). TEST_WORKERS=0 runs it in one process. `make test-fast`:
+# the unit tests only (not marked slow or slurm: no workflow runs), the loop while editing.
+# docs/developing.md, "Test tiers and timings". (Not --dist loadgroup: with pytest 9.2 its
+# xdist_group marks are silently ignored, pytest-dev/pytest-xdist#1386.)
 TEST_WORKERS ?= 2
-XDIST = -n $(TEST_WORKERS) --dist loadgroup
+XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP) $(BENCH_STAMP)
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)

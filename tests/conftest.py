@@ -14,12 +14,24 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 PRESETS = ROOT / "workflow" / "presets"
 
 
+# Under pytest-xdist (make test: --dist loadfile), the files that take longest start first:
+# the SLURM tests (one long chain of cluster jobs, mostly waiting), then the reliability
+# tests (the shared smoke run is built there), then the other files with slow tests.
+FIRST_FILES = ("test_slurm.py", "test_reliability.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``make test``), the slow tests first, so that the long ones do
-    not start last and leave a worker idle at the end (the test groups, ``xdist_group``,
-    come before them: ``--dist loadgroup`` hands out the largest groups first)."""
-    if hasattr(config, "workerinput"):  # an xdist worker; every worker sorts alike
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Order the files for pytest-xdist's workers (every worker sorts alike); a file's
+    tests keep their order and run on one worker, one after another."""
+    if not hasattr(config, "workerinput"):  # not an xdist worker: the usual order
+        return
+    slow_files = {item.path.name for item in items if item.get_closest_marker("slow")}
+
+    def rank(item):
+        name = item.path.name
+        return FIRST_FILES.index(name) if name in FIRST_FILES else 2 if name in slow_files else 3
+
+    items.sort(key=rank)
 
 
 def _mirror() -> Path | None:

@@ -18,18 +18,15 @@ import pytest
 from tests.conftest import ROOT, SMOKE, SNAKEMAKE, copy_workdir, dry_run_jobs, result_files, smoke_with, snakemake
 
 pytestmark = pytest.mark.slow
-# The tests that run Snakemake in the shared smoke run's folder or edit the repository's
-# files run one after another on one pytest-xdist worker: a module edited by one test
-# would make another's dry run see jobs to rerun.
-ON_SMOKE_RUN = pytest.mark.xdist_group("smoke_run")
+# (These tests run one after another on one pytest-xdist worker, --dist loadfile: a module
+# edited by test_editing_a_package_module_reruns_the_rules_that_use_it would make another's
+# dry run in the shared smoke run see jobs to rerun.)
 
 
-@ON_SMOKE_RUN
 def test_finished_run_has_nothing_to_do(smoke_run):
     assert dry_run_jobs(smoke_run) == {}
 
 
-@ON_SMOKE_RUN
 def test_config_resaved_unchanged_reruns_nothing(smoke_run, tmp_path):
     # the same values written by hand in another file, other key order
     import yaml
@@ -39,21 +36,18 @@ def test_config_resaved_unchanged_reruns_nothing(smoke_run, tmp_path):
     assert dry_run_jobs(smoke_run, *smoke_with(tmp_path, resaved)) == {}
 
 
-@ON_SMOKE_RUN
 def test_unrelated_file_touched_reruns_nothing(smoke_run):
     (ROOT / "README.md").touch()
     (ROOT / "tests" / "conftest.py").touch()
     assert dry_run_jobs(smoke_run) == {}
 
 
-@ON_SMOKE_RUN
 def test_figure_style_reruns_only_figures(smoke_run, tmp_path):
     jobs = dry_run_jobs(smoke_run, *smoke_with(tmp_path, {"figures": {"dpi": 100}}))
     assert jobs, "a style change must rerun the figures"
     assert all(r.endswith(("_figure", "_drawing", "_grid")) or r.startswith("report") for r in jobs), jobs
 
 
-@ON_SMOKE_RUN
 def test_more_generations_rerun_only_new_generations_and_aggregations(smoke_run, tmp_path):
     jobs = dry_run_jobs(smoke_run, *smoke_with(tmp_path, {"collapse": {"generations": 3}}))
     policies = 2  # smoke: replace, accumulate
@@ -65,7 +59,6 @@ def test_more_generations_rerun_only_new_generations_and_aggregations(smoke_run,
                                                                  "curves_table", "curves_figure"}
 
 
-@ON_SMOKE_RUN
 def test_new_policy_reruns_only_that_policy(smoke_run, tmp_path):
     new = {"collapse": {"policies": ["replace", "accumulate", "accumulate-subsample"]}}
     jobs = dry_run_jobs(smoke_run, *smoke_with(tmp_path, new))
@@ -76,7 +69,6 @@ def test_new_policy_reruns_only_that_policy(smoke_run, tmp_path):
                                                                  "curves_table", "curves_figure"}
 
 
-@ON_SMOKE_RUN
 def test_one_width_added_reruns_that_widths_jobs_fits_and_figures(smoke_run, tmp_path):
     override = {"width": {"mlp": {"widths": [16, 32, 64, 128]}}}  # the smoke preset's, plus 128
     proc = snakemake("-n", *smoke_with(tmp_path, override), workdir=smoke_run)
@@ -94,7 +86,6 @@ def test_one_width_added_reruns_that_widths_jobs_fits_and_figures(smoke_run, tmp
     assert {"width_merge", "width_figure", "scaling_fits"} <= set(jobs)
 
 
-@ON_SMOKE_RUN
 def test_generation0_hyperparameter_reruns_all_of_collapse_and_nothing_else(smoke_run, tmp_path):
     jobs = dry_run_jobs(smoke_run, *smoke_with(tmp_path, {"collapse": {"optim": {"lr": 0.002}}}))
     assert jobs.get("collapse_train_gen0") == 1
@@ -106,7 +97,6 @@ def test_generation0_hyperparameter_reruns_all_of_collapse_and_nothing_else(smok
     assert not any(r.startswith(("vae", "conformers", "linreg", "init", "prepare", "download")) for r in jobs)
 
 
-@ON_SMOKE_RUN
 def test_editing_a_package_module_reruns_the_rules_that_use_it(smoke_run):
     # Snakemake records checksums of small inputs and ignores a newer mtime when the
     # content is unchanged, so this edits the module's content (a comment), as a user would.

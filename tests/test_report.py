@@ -35,7 +35,6 @@ def test_every_figure_is_a_png_and_pdf_of_sensible_size(smoke_run):
         assert pdf.read_bytes()[:5] == b"%PDF-", pdf.name
 
 
-@pytest.mark.xdist_group("smoke_run")  # Snakemake in the shared smoke run (tests/test_reliability.py)
 def test_html_report_contains_every_figure(smoke_run, tmp_path):
     report = tmp_path / "report.html"
     snakemake(*SMOKE, "--report", str(report), workdir=smoke_run)
@@ -108,7 +107,6 @@ def test_claims_csv_has_every_stage_with_valid_verdicts(smoke_run):
 KNOWN_FIGURE_PROBLEMS: set[str] = set()
 
 
-@pytest.mark.xdist_group("smoke_run")  # not while tests/test_reliability.py edits a module
 def test_every_figure_rule_passes_the_figure_check(smoke_run, tmp_path, mirror):
     """Every figure rule rerun with DLREPRO_FIGCHECK=1: a figure whose texts overlap, whose
     legend covers data or that has an empty panel (or a gap) fails its job."""

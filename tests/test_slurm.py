@@ -44,9 +44,9 @@ import yaml
 from tests.conftest import (PRESETS, ROOT, SNAKEMAKE, copy_workdir, dry_run_jobs, result_files, snakemake,
                             write_override)
 
-# one pytest-xdist worker runs them all: the cluster is a session fixture (started once, and
-# stopped by the worker that started it)
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+# (make test runs a file's tests on one pytest-xdist worker, --dist loadfile: the cluster is
+# a session fixture, started once and stopped by the worker that started it)
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 HARNESS = ROOT / "tests" / "slurm_cluster.sh"
 TRAIN_GEN0 = "collapse_train_gen0"  # the training rule the focused tests run

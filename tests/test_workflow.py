@@ -46,7 +46,6 @@ def test_slurm_profile_without_account_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("smoke_run")  # a dry run in the shared smoke run (tests/test_reliability.py)
 def test_data_stage_end_to_end_on_smoke_preset(smoke_run, tmp_path):
     """The data stage's outputs in the shared run of the smoke preset, and a run of the
     data stage alone (``stages=[data]``) finds nothing left to do there."""
