@@ -2,7 +2,7 @@
 # (created if missing, reinstalled when pyproject.toml changes).
 #
 #   make run     # set up, then run the whole study on the default preset (CPU)
-#   make test    # set up, then run the test suite
+#   make test    # set up, then run the test suite (make test-fast: the unit tests only)
 #
 # Variables: PYTHON (interpreter for the venv, default python3), ARGS (extra snakemake
 # arguments, e.g. ARGS="--configfile workflow/presets/smoke.yaml"), PYTEST_ARGS.
@@ -16,7 +16,7 @@ ARGS ?=
 RESULTS ?= results
 PYTEST_ARGS ?=
 
-.PHONY: setup run smoke test bench report docs clean
+.PHONY: setup run smoke test test-fast bench report docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,8 +56,20 @@ $(BENCH_STAMP): $(STAMP) Makefile
 	$(PY) -m pip install --quiet --prefix $(BENCH_PREFIX) --no-deps 'mup==1.0.0'
 	@touch $@
 
+# The suite on TEST_WORKERS processes (pytest-xdist, --dist loadfile: a file's tests run on
+# one worker, one after another, in the order tests/conftest.py gives the files; the smoke
+# run is built once and shared). TEST_WORKERS=0 runs it in one process. `make test-fast`:
+# the unit tests only (not marked slow or slurm: no workflow runs), the loop while editing.
+# docs/developing.md, "Test tiers and timings". (Not --dist loadgroup: with pytest 9.2 its
+# xdist_group marks are silently ignored, pytest-dev/pytest-xdist#1386.)
+TEST_WORKERS ?= 2
+XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: $(STAMP) $(BENCH_STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
+
+test-fast: $(STAMP) $(BENCH_STAMP)
+	$(PY) -m pytest $(XDIST) -m "not slow and not slurm" $(PYTEST_ARGS)
 
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks $(ARGS)

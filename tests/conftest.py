@@ -14,6 +14,26 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 PRESETS = ROOT / "workflow" / "presets"
 
 
+# Under pytest-xdist (make test: --dist loadfile), the files that take longest start first:
+# the SLURM tests (one long chain of cluster jobs, mostly waiting), then the reliability
+# tests (the shared smoke run is built there), then the other files with slow tests.
+FIRST_FILES = ("test_slurm.py", "test_reliability.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order the files for pytest-xdist's workers (every worker sorts alike); a file's
+    tests keep their order and run on one worker, one after another."""
+    if not hasattr(config, "workerinput"):  # not an xdist worker: the usual order
+        return
+    slow_files = {item.path.name for item in items if item.get_closest_marker("slow")}
+
+    def rank(item):
+        name = item.path.name
+        return FIRST_FILES.index(name) if name in FIRST_FILES else 2 if name in slow_files else 3
+
+    items.sort(key=rank)
+
+
 def _mirror() -> Path | None:
     env = os.environ.get("DLREPRO_DATA_MIRROR")
     for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
@@ -62,12 +82,38 @@ def smoke_with(tmp_path: Path, override: dict) -> list[str]:
     return [*SMOKE, write_override(tmp_path, override)]
 
 
+def shared_tmp(tmp_path_factory) -> Path:
+    """A scratch folder of this test run that every pytest-xdist worker sees (each worker
+    has a base temp of its own, beside the others'); without xdist, the base temp."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, mirror) -> Path:
     """One complete run of the smoke preset (every stage), shared by the tests that read
-    its results or dry-run edits against it. Tests must not modify it."""
-    work = tmp_path_factory.mktemp("smoke")
-    snakemake(*SMOKE, workdir=work, env={"DLREPRO_DATA_MIRROR": str(mirror)}, timeout=1800)
+    its results or dry-run edits against it. Tests must not modify it (copy_workdir makes
+    a copy to change).
+
+    Built once per test run, also under pytest-xdist, whose workers each build their own
+    session fixtures: the first worker to need it runs the preset while holding a lock,
+    and the others wait for it and use its folder (or fail with its error)."""
+    import fcntl
+
+    root = shared_tmp(tmp_path_factory)
+    work, done, failed = root / "smoke", root / "smoke.done", root / "smoke.failed"
+    with open(root / "smoke.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if failed.exists():
+            raise AssertionError(f"the shared smoke run failed in another worker:\n{failed.read_text()}")
+        if not done.exists():
+            work.mkdir()
+            try:
+                snakemake(*SMOKE, workdir=work, env={"DLREPRO_DATA_MIRROR": str(mirror)}, timeout=1800)
+            except BaseException as err:
+                failed.write_text(str(err) or repr(err))
+                raise
+            done.touch()
     return work
 
 

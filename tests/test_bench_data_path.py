@@ -5,6 +5,7 @@ import hashlib
 import json
 
 import numpy as np
+import pytest
 
 from benchmarks import data_path as bench
 
@@ -26,6 +27,7 @@ def test_token_file_is_a_valid_npy_written_in_chunks(tmp_path):
     assert tf.document_bounds(bench.EOT_ID)[0].size == info["n_documents"]
 
 
+@pytest.mark.slow  # runs jobs of the data stage: ~15 s
 def test_quick_run_measures_the_jobs_and_the_tokenisers(tmp_path):
     setup = dataclasses.replace(bench.QUICK, workdir=str(tmp_path))
     result = bench.benchmark(setup)

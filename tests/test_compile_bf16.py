@@ -60,6 +60,7 @@ def eager(tmp_path_factory):
     return losses
 
 
+@pytest.mark.slow  # TorchInductor compiles C++: ~25 s
 @needs_cc
 def test_compile_through_inductor_on_cpu(tmp_path, eager):
     losses, _ = train(tmp_path, "compiled", compile=True)
@@ -76,6 +77,7 @@ def test_bf16_mixed_on_cpu(tmp_path, eager):
     assert losses != eager
 
 
+@pytest.mark.slow
 @needs_cc
 def test_sampling_with_a_compiled_model(tmp_path):
     from dlrepro.sampling import SamplingConfig, generate

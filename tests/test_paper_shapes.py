@@ -92,6 +92,7 @@ def _probe(spec: dict) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow  # eight processes build the paper's models: ~85 s
 def test_paper_models_train_and_sample_on_cpu_as_planned(tmp_path):
     cases = paper_cases(tmp_path)
     assert len(cases) == 8

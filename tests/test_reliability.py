@@ -18,6 +18,9 @@ import pytest
 from tests.conftest import ROOT, SMOKE, SNAKEMAKE, copy_workdir, dry_run_jobs, result_files, smoke_with, snakemake
 
 pytestmark = pytest.mark.slow
+# (These tests run one after another on one pytest-xdist worker, --dist loadfile: a module
+# edited by test_editing_a_package_module_reruns_the_rules_that_use_it would make another's
+# dry run in the shared smoke run see jobs to rerun.)
 
 
 def test_finished_run_has_nothing_to_do(smoke_run):
@@ -118,15 +121,16 @@ def _train_target(work: Path) -> str:
     return "results/collapse/gpt2-tiny/seed0/gen0/model.pt"
 
 
-def test_killed_training_resumes_and_matches_uninterrupted(mirror, tmp_path):
+def test_killed_training_resumes_and_matches_uninterrupted(smoke_run, mirror, tmp_path):
     """SIGKILL a training job mid-run; --rerun-incomplete resumes it from its checkpoint
-    and ends with exactly the weights and metrics of an uninterrupted run."""
+    and ends with exactly the weights and metrics of an uninterrupted run. (Both runs
+    start from copies of the smoke run, whose prepared data they reuse: only the training
+    job runs.)"""
     env = {**os.environ, "DLREPRO_DATA_MIRROR": str(mirror)}
     # more steps than the smoke preset, so there is time to kill it after a checkpoint
     cfg = smoke_with(tmp_path, {"collapse": {"optim": {"epochs": 3.0}}, "stages": ["collapse"]})
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    for d in (full, killed):
-        d.mkdir()
+    full, killed = (copy_workdir(smoke_run, tmp_path / name) for name in ("full", "killed"))
+    assert dry_run_jobs(full, _train_target(full), *cfg) == {"collapse_train_gen0": 1}
     snakemake(_train_target(full), *cfg, workdir=full, env={"DLREPRO_DATA_MIRROR": str(mirror)})
 
     cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(killed), _train_target(killed), *cfg]
@@ -157,12 +161,14 @@ def test_killed_training_resumes_and_matches_uninterrupted(mirror, tmp_path):
     assert not ckpt.parent.exists()  # checkpoints are removed once the outputs exist
 
 
-def test_two_runs_from_scratch_give_byte_identical_results(smoke_run, mirror, tmp_path):
+def test_two_runs_from_scratch_give_byte_identical_results(mirror, tmp_path, request):
     """Determinism: a second run of the smoke preset from scratch reproduces every file of
-    the first (tables, arrays, JSON, model weights and figures) byte for byte."""
+    the first (tables, arrays, JSON, model weights and figures) byte for byte. (The first,
+    ``smoke_run``, is asked for after the second: under pytest-xdist the two may run at once.)"""
     second = tmp_path / "second"
     second.mkdir()
     snakemake(*SMOKE, workdir=second, env={"DLREPRO_DATA_MIRROR": str(mirror)}, timeout=1800)
+    smoke_run = request.getfixturevalue("smoke_run")
     files = result_files(smoke_run)
     assert result_files(second) == files
     assert any(f.endswith(".csv") for f in files) and any(f.endswith(".pt") for f in files)

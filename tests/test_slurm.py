@@ -44,6 +44,8 @@ import yaml
 from tests.conftest import (PRESETS, ROOT, SNAKEMAKE, copy_workdir, dry_run_jobs, result_files, snakemake,
                             write_override)
 
+# (make test runs a file's tests on one pytest-xdist worker, --dist loadfile: the cluster is
+# a session fixture, started once and stopped by the worker that started it)
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 HARNESS = ROOT / "tests" / "slurm_cluster.sh"
@@ -155,7 +157,9 @@ def smallest_gen0_model(smoke_run: Path) -> Path:
 SLURM_STAGES = ["data", "collapse", "width"]
 
 
-def test_smoke_preset_under_slurm_equals_local_run(slurm_env, smoke_run, mirror, tmp_path):
+def test_smoke_preset_under_slurm_equals_local_run(slurm_env, mirror, tmp_path, request):
+    """(The local run of the whole preset, ``smoke_run``, is asked for only after the SLURM
+    run, which it does not need: under pytest-xdist another worker builds it meanwhile.)"""
     work = tmp_path / "slurm"
     stages = write_override(tmp_path, {"stages": SLURM_STAGES})
     args = ["--configfile", SMOKE_PRESET, stages]
@@ -194,6 +198,7 @@ def test_smoke_preset_under_slurm_equals_local_run(slurm_env, smoke_run, mirror,
     assert not any("train" in rule for rule in local), f"training ran on the submit host: {local}"
 
     # the same results as the local run of the whole preset: byte for byte
+    smoke_run = request.getfixturevalue("smoke_run")
     files = result_files(work)
     assert files <= result_files(smoke_run), sorted(files - result_files(smoke_run))
     assert {f.split("/")[0] for f in files} == {"data", "collapse", "width", "figures"}

@@ -110,6 +110,7 @@ def test_unknown_setting_is_rejected():
         TrainSettings.from_dict({"epoch": 3})
 
 
+@pytest.mark.slow  # two processes started and joined: ~20 s
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     """compute.devices = 2 on CPU: DDP with the gloo backend, one process per device.
     Each rank trains on half of every global batch and the gradients are averaged, so the

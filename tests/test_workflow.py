@@ -46,10 +46,11 @@ def test_slurm_profile_without_account_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_data_stage_end_to_end_on_smoke_preset(mirror, tmp_path):
+def test_data_stage_end_to_end_on_smoke_preset(smoke_run, tmp_path):
+    """The data stage's outputs in the shared run of the smoke preset, and a run of the
+    data stage alone (``stages=[data]``) finds nothing left to do there."""
     args = ["--profile", PROFILE_CPU, *preset_args("smoke"), "--config", "stages=[data]"]
-    snakemake(*args, workdir=tmp_path, env={"DLREPRO_DATA_MIRROR": str(mirror)})
-    data = tmp_path / "results" / "data"
+    data = smoke_run / "results" / "data"
     man = json.loads((data / "tinyshakespeare" / "manifest.json").read_text())
     assert man["vocab_size"] == 512 and man["splits"]["train"]["n_documents"] > 1000
     train = np.load(data / "tinyshakespeare" / "train.npy", mmap_mode="r")
@@ -57,10 +58,10 @@ def test_data_stage_end_to_end_on_smoke_preset(mirror, tmp_path):
     images = np.load(data / "mnist" / "train_images.npy", mmap_mode="r")
     assert images.shape == (1000, 1, 28, 28)
     # every rule wrote its log; no temporary files were left behind
-    logs = sorted(p.relative_to(tmp_path / "results" / "logs").as_posix()
-                  for p in (tmp_path / "results" / "logs").rglob("*.log"))
+    logs = sorted(p.relative_to(smoke_run / "results" / "logs").as_posix()
+                  for p in (smoke_run / "results" / "logs").rglob("*.log"))
     assert "data/prepare_text/tinyshakespeare.log" in logs and "data/prepare_images/mnist.log" in logs
-    assert not [p for p in (tmp_path / "results").rglob("*") if p.name.endswith((".tmp", ".part"))]
+    assert not [p for p in (smoke_run / "results").rglob("*") if p.name.endswith((".tmp", ".part"))]
     # nothing left to do; changing only the mirror reruns nothing
-    again = snakemake("-n", *args, workdir=tmp_path, env={"DLREPRO_DATA_MIRROR": str(tmp_path)})
+    again = snakemake("-n", *args, workdir=smoke_run, env={"DLREPRO_DATA_MIRROR": str(tmp_path)})
     assert "Nothing to be done" in again.stdout + again.stderr
