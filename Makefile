@@ -31,13 +31,18 @@ setup: $(STAMP)
 # --configfile that is missing, not YAML or not a mapping; a malformed --config entry.
 CHECK = $(PY) -m dlrepro check-config
 
+# LOGGER: Snakemake's console; `rich` (snakemake-logger-plugin-rich) shows a progress display
+# instead of a block per job; LOGGER= gives Snakemake's own lines.
+LOGGER ?= rich
+LOG_ARGS = $(if $(LOGGER),--logger $(LOGGER))
+
 run: $(STAMP)
 	@$(CHECK) $(ARGS)
-	$(VENV)/bin/snakemake --profile profiles/cpu $(ARGS)
+	$(VENV)/bin/snakemake --profile profiles/cpu $(LOG_ARGS) $(ARGS)
 
 smoke: $(STAMP)
 	@$(CHECK) --configfile workflow/presets/smoke.yaml $(ARGS)
-	$(VENV)/bin/snakemake --profile profiles/cpu --configfile workflow/presets/smoke.yaml $(ARGS)
+	$(VENV)/bin/snakemake --profile profiles/cpu $(LOG_ARGS) --configfile workflow/presets/smoke.yaml $(ARGS)
 
 # Speed and memory benchmarks (README "Performance"); ARGS names some of them, e.g.
 # ARGS="sampling mfu" or ARGS=--quick. The benchmark-only packages (transformers, for the
@@ -78,6 +83,9 @@ docs: $(STAMP)
 	  --figures docs/figures --link-prefix docs/figures
 
 # Snakemake's self-contained HTML report of every figure (after a run).
+# (it first checks that results/ was made under the configuration of ARGS: results/run.yaml;
+# if not, one line names the ARGS to pass, and nothing is rendered)
 report: $(STAMP)
 	@$(CHECK) $(ARGS)
+	@$(PY) -m dlrepro report check-run $(ARGS)
 	$(VENV)/bin/snakemake --profile profiles/cpu $(ARGS) --report results/report.html

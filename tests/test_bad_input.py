@@ -517,5 +517,5 @@ def test_every_readme_override_form_works(kind, args, mirror, tmp_path):
     assert check.returncode == 0, (commands[0], check.stderr)
     proc = subprocess.run(f"{commands[1]} -n -d {shlex.quote(str(work))}", shell=True, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "This was a dry-run" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0 and "This was a dry-run" in proc.stdout + proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]  # --logger rich writes to stderr
     assert not (work / "results").exists()

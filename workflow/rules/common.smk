@@ -61,6 +61,15 @@ onstart:
 
 onsuccess:
     _warm.stop()
+    # what made results/ (dlrepro.report.provenance), and a last line saying where it is
+    from dlrepro.report import provenance as _prov
+
+    _prov.record(RESULTS, config, workflow.config_settings.configfiles, workflow.config_settings.config, ROOT)
+    if stage_on("report") and Path(RESULTS, "summary.md").exists():
+        import atexit
+
+        _args = _prov.read(RESULTS).get("args", "")
+        atexit.register(print, _prov.done_line(RESULTS, _args), flush=True)
 
 
 onerror:

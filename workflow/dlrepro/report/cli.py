@@ -8,6 +8,8 @@
              from the result tables of ``--stages`` under ``--results`` (the registry
              :mod:`dlrepro.report.claims`), and optionally the same as an HTML page
              (``--html``, for Snakemake's report).
+``check-run`` stops ``make report`` with one line when ``results/run.yaml`` records another
+             configuration than the command line's (:mod:`dlrepro.report.provenance`).
 ``readme``   rewrites the measured-results section of ``README.md`` between its markers
              (:mod:`dlrepro.report.readme`) from ``claims.csv``, the stage tables and the
              figures folder.
@@ -185,6 +187,10 @@ def cmd_claims(args) -> int:
                          f"{', '.join(STAGES)}")
     config = _json_arg(args.config, "--config")
     rows = collect(args.stages, args.results, config)
+    if config.get("preset"):  # which configuration measured it, first in every scale
+        import dataclasses
+
+        rows = [dataclasses.replace(c, scale=f"preset {config['preset']}; {c.scale}") for c in rows]
     C.write(args.out, rows)
     if args.html:
         write_text(args.html, html_page(rows))
@@ -218,6 +224,10 @@ def cmd_readme(args) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["check-run"]:
+        from dlrepro.report.provenance import main_check
+
+        return main_check(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m dlrepro report")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("summary", help="results/summary.md from the result tables")
@@ -248,9 +258,10 @@ def main(argv: list[str]) -> int:
     log = get_logger("report")
     parts = [
         "# Headline numbers\n",
+        f"Preset **{config.get('preset', 'custom')}**, seed {config.get('seed')}. "
         "Written by the workflow from the result tables under `results/`; each section "
-        "ends with the config that produced it (seed "
-        f"{config.get('seed')}).\n",
+        "ends with the config that produced it, and `results/run.yaml` records the whole "
+        "configuration and the command-line arguments of the run.\n",
     ]
     if args.claims is not None:
         parts.append(section_claims(args.claims))
