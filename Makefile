@@ -70,17 +70,18 @@ bench: $(BENCH_STAMP)
 clean:
 	rm -rf results/data results/logs results/.checkpoints .snakemake
 
-# Regenerate the README's pictures and numbers from the default preset's run (after
-# `make run`): its figures, the workflow's rule graph, and the README's measured-results
-# section (claims table, headline numbers, figures) between its marker comments.
+# Regenerate every number, table, figure and command output of README.md and docs/ from a
+# run (after `make run`; RESULTS=<folder> reads another run's results/, SMOKE_RESULTS=<folder>
+# a smoke run's for its time): the figures, the workflow's rule graph, and every block
+# between `<!-- begin:NAME -->` and `<!-- end:NAME -->` (python -m dlrepro report docs).
 # (PYTHONHASHSEED=0: Snakemake lists the rule graph's edges in set order, which a random hash seed reshuffles)
+SMOKE_RESULTS ?=
 docs: $(STAMP)
 	mkdir -p docs/figures
 	cp $(RESULTS)/figures/*.png docs/figures/
 	{ echo '# Rule graph of the default preset'; echo; echo '```mermaid'; \
 	  PYTHONHASHSEED=0 $(VENV)/bin/snakemake --rulegraph mermaid-js 2>/dev/null; echo '```'; } > docs/rulegraph.md
-	$(PY) -m dlrepro report readme --readme README.md --claims $(RESULTS)/claims.csv --results $(RESULTS) \
-	  --figures docs/figures --link-prefix docs/figures
+	$(PY) -m dlrepro report docs --results $(RESULTS) $(if $(SMOKE_RESULTS),--smoke-results $(SMOKE_RESULTS))
 
 # Snakemake's self-contained HTML report of every figure (after a run).
 # (it first checks that results/ was made under the configuration of ARGS: results/run.yaml;

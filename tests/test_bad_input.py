@@ -464,13 +464,15 @@ def test_bad_input_through_snakemake(case, snake_results):
 
 
 def readme_override_commands() -> list[tuple[str, list[str]]]:
-    """Every config-override command the README shows: ``("make <target>", ARGS)`` for
+    """Every config-override command README.md and docs/ show: ``("make <target>", ARGS)`` for
     ``make run|smoke|report ARGS="..."``, ``("snakemake", args)`` for a snakemake line with
     ``--config``."""
     import re
     import shlex
 
-    text = (ROOT / "README.md").read_text()
+    from dlrepro.report.docs import pages
+
+    text = "\n".join(p.read_text() for p in pages(ROOT))
     forms = []
     for m in re.finditer(r'make (run|smoke|report) ARGS="((?:[^"\\]|\\.)*)"', text):
         forms.append((f"make {m.group(1)}", shlex.split(m.group(2))))

@@ -28,10 +28,14 @@ config.clear()
 config.update(_validated)
 prepare_environment(PKG_DIR, config)
 _warm = WarmStart()  # started in onstart, on local runs
+_RUN_START = []  # when execution started (onstart): results/logs/run_time.json
 
 
 
 onstart:
+    import time as _time
+
+    _RUN_START.append(_time.time())
     # folders the config names (data mirror, GEOM): checked before any job, but not in a
     # dry run, which shows the plan of a config whose folders are not there yet
     try:
@@ -65,6 +69,10 @@ onsuccess:
     from dlrepro.report import provenance as _prov
 
     _prov.record(RESULTS, config, workflow.config_settings.configfiles, workflow.config_settings.config, ROOT)
+    if _RUN_START:
+        import time as _time
+
+        _prov.record_timing(RESULTS, _RUN_START[0], _time.time(), ".snakemake/metadata")
     if stage_on("report") and Path(RESULTS, "summary.md").exists():
         import atexit
 

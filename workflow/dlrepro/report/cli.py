@@ -10,6 +10,7 @@
              (``--html``, for Snakemake's report).
 ``check-run`` stops ``make report`` with one line when ``results/run.yaml`` records another
              configuration than the command line's (:mod:`dlrepro.report.provenance`).
+``docs``     fills the generated blocks of README.md and docs/ (:mod:`dlrepro.report.docs`).
 ``readme``   rewrites the measured-results section of ``README.md`` between its markers
              (:mod:`dlrepro.report.readme`) from ``claims.csv``, the stage tables and the
              figures folder.
@@ -161,7 +162,7 @@ def section_claims(csv: Path) -> str:
 
     return ("## Claims\n\nEach seed-paper claim measured here, with an interval from resampling "
             "the independent unit (seeds, initialisations, repetitions or runs) and a verdict "
-            "decided from that interval (`results/claims.csv`; README, \"Claims\"):\n\n"
+            "decided from that interval (`results/claims.csv`; docs/claims.md):\n\n"
             + markdown(C.read(csv)))
 
 
@@ -224,6 +225,10 @@ def cmd_readme(args) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["docs"]:
+        from dlrepro.report.docs import main as docs_main
+
+        return docs_main(argv[1:])
     if argv[:1] == ["check-run"]:
         from dlrepro.report.provenance import main_check
 

@@ -86,6 +86,27 @@ def record(results: str | os.PathLike, config: dict[str, Any], configfiles, over
     return path
 
 
+TIMING_FILE = "logs/run_time.json"
+
+
+def record_timing(results: str | os.PathLike, start: float, end: float, metadata: str | os.PathLike) -> Path:
+    """``<results>/logs/run_time.json``: the wall time of this run and the number of jobs it
+    ran (Snakemake's metadata records of outputs made since ``start``, counted by job).
+    Under ``logs/``: a timing, so it stays out of the results, which are byte-identical
+    across runs."""
+    jobs = set()
+    for f in Path(metadata).glob("*"):
+        try:
+            meta = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if (meta.get("starttime") or 0) >= start - 1:
+            jobs.add((meta.get("rule"), meta.get("job_hash")))
+    path = Path(results) / TIMING_FILE
+    write_text(path, json.dumps({"seconds": round(end - start, 1), "jobs": len(jobs)}, sort_keys=True) + "\n")
+    return path
+
+
 def read(results: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(results) / RUN_FILE
     if not path.is_file():
