@@ -213,9 +213,8 @@ DATA_NEEDED = set(config["data"]["prepare"])
 def check_offline_data():
     """With data.allow_network false, every raw file a preparation still needs must be in
     the mirror: else one line naming the URL and where to put the file, before any job
-    runs. Called by the Snakefile once every stage has added to DATA_NEEDED."""
-    if config["data"]["allow_network"]:
-        return
+    runs. With the network allowed, each such file missing from the mirror is named on a
+    line of its own (its URL, and where to put it offline) before anything runs. Called by the Snakefile once every stage has added to DATA_NEEDED."""
     from dlrepro.data.download import lfs_pointer_path, resolve_mirror
 
     mirror = resolve_mirror(config["data"]["mirror"])
@@ -230,6 +229,13 @@ def check_offline_data():
             if Path(RAW, ds, f.name).exists():
                 continue
             where = f"{mirror}/{ds}/" if mirror else f"<mirror>/{ds}/ (set data.mirror or $DLREPRO_DATA_MIRROR) "
+            if config["data"]["allow_network"]:
+                # named first, on its own line, before any job: offline, the download
+                # would fail only after its retries
+                if mirror is None or not (mirror / ds / f.name).is_file():
+                    print(f"data: {ds}/{f.name} will be downloaded from {f.urls[0]}; offline, put it at "
+                          f"{where}{f.name}", file=sys.stderr)
+                continue
             if mirror is None or not (mirror / ds / f.name).is_file():
                 raise WorkflowError(
                     f"invalid configuration: data set {ds} needs {f.name}, which the mirror lacks and "

@@ -247,12 +247,11 @@ def command_grep(arg: str, page: Path, src: Sources) -> str:
 
 #: the overrides whose cost the planning page shows, with what each costs the science
 PLAN_OPTIONS = [
-    ("collapse={sampling: {max_new_tokens: 255}}",
-     "synthetic documents capped at 255 tokens (the longest are cut)"),
-    ("collapse={generations: 4}", "5 generations instead of the paper's 10"),
-    ("collapse={seeds: [0, 1], policies: [replace, accumulate]}",
+    ("collapse.sampling.max_new_tokens=255", "synthetic documents capped at 255 tokens (the longest are cut)"),
+    ("collapse.generations=4", "5 generations instead of the paper's 10"),
+    ("collapse.seeds=[0,1] collapse.policies=[replace,accumulate]",
      "two seeds; no fixed-budget (`accumulate-subsample`) arm"),
-    ("collapse={seeds: [0]}", "one seed: no seed bands in the collapse figure"),
+    ("collapse.seeds=[0]", "one seed: no seed bands in the collapse figure"),
 ]
 
 
@@ -268,7 +267,7 @@ def plan_options(arg: str, page: Path, src: Sources) -> str:
     lines = ["| `--config` | GPU-hours | what it costs the science |", "| --- | --- | --- |",
              f"| (none) | {_gpu_hours(_run(base, src.root))} | |"]
     for override, cost in PLAN_OPTIONS:
-        out = _run(f"{base} --config {shlex.quote(override)}", src.root)
+        out = _run(base + "".join(f" --config {kv}" for kv in override.split()), src.root)
         lines.append(f"| `{override}` | {_gpu_hours(out)} | {cost} |")
     return "\n".join(lines) + "\n"
 
