@@ -31,13 +31,18 @@ setup: $(STAMP)
 # --configfile that is missing, not YAML or not a mapping; a malformed --config entry.
 CHECK = $(PY) -m dlrepro check-config
 
+# LOGGER: Snakemake's console; `rich` (snakemake-logger-plugin-rich) shows a progress display
+# instead of a block per job; LOGGER= gives Snakemake's own lines.
+LOGGER ?= rich
+LOG_ARGS = $(if $(LOGGER),--logger $(LOGGER))
+
 run: $(STAMP)
 	@$(CHECK) $(ARGS)
-	$(VENV)/bin/snakemake --profile profiles/cpu $(ARGS)
+	$(VENV)/bin/snakemake --profile profiles/cpu $(LOG_ARGS) $(ARGS)
 
 smoke: $(STAMP)
 	@$(CHECK) --configfile workflow/presets/smoke.yaml $(ARGS)
-	$(VENV)/bin/snakemake --profile profiles/cpu --configfile workflow/presets/smoke.yaml $(ARGS)
+	$(VENV)/bin/snakemake --profile profiles/cpu $(LOG_ARGS) --configfile workflow/presets/smoke.yaml $(ARGS)
 
 # Speed and memory benchmarks (README "Performance"); ARGS names some of them, e.g.
 # ARGS="sampling mfu" or ARGS=--quick. The benchmark-only packages (transformers, for the
@@ -77,19 +82,23 @@ bench: $(BENCH_STAMP)
 clean:
 	rm -rf results/data results/logs results/.checkpoints .snakemake
 
-# Regenerate the README's pictures and numbers from the default preset's run (after
-# `make run`): its figures, the workflow's rule graph, and the README's measured-results
-# section (claims table, headline numbers, figures) between its marker comments.
+# Regenerate every number, table, figure and command output of README.md and docs/ from a
+# run (after `make run`; RESULTS=<folder> reads another run's results/, SMOKE_RESULTS=<folder>
+# a smoke run's for its time): the figures, the workflow's rule graph, and every block
+# between `<!-- begin:NAME -->` and `<!-- end:NAME -->` (python -m dlrepro report docs).
 # (PYTHONHASHSEED=0: Snakemake lists the rule graph's edges in set order, which a random hash seed reshuffles)
+SMOKE_RESULTS ?=
 docs: $(STAMP)
 	mkdir -p docs/figures
 	cp $(RESULTS)/figures/*.png docs/figures/
 	{ echo '# Rule graph of the default preset'; echo; echo '```mermaid'; \
 	  PYTHONHASHSEED=0 $(VENV)/bin/snakemake --rulegraph mermaid-js 2>/dev/null; echo '```'; } > docs/rulegraph.md
-	$(PY) -m dlrepro report readme --readme README.md --claims $(RESULTS)/claims.csv --results $(RESULTS) \
-	  --figures docs/figures --link-prefix docs/figures
+	$(PY) -m dlrepro report docs --results $(RESULTS) $(if $(SMOKE_RESULTS),--smoke-results $(SMOKE_RESULTS))
 
 # Snakemake's self-contained HTML report of every figure (after a run).
+# (it first checks that results/ was made under the configuration of ARGS: results/run.yaml;
+# if not, one line names the ARGS to pass, and nothing is rendered)
 report: $(STAMP)
 	@$(CHECK) $(ARGS)
+	@$(PY) -m dlrepro report check-run $(ARGS)
 	$(VENV)/bin/snakemake --profile profiles/cpu $(ARGS) --report results/report.html

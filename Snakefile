@@ -57,6 +57,8 @@ localrules:
 
 
 rule all:
+    message:
+        "all: every target is built"
     input:
         all_targets(),
     default_target: True

@@ -63,6 +63,44 @@ def test_empty_panel_and_gap():
     assert any("empty panel" in f for f in figcheck.problems(fig))
 
 
+def test_low_contrast_series_are_found():
+    """Okabe-Ito's yellow on white (contrast 1.3), as scaling_laws.png drew one sweep, is
+    refused as a line and as markers; the palette's palest colour (orange, 2.1) and a
+    pale confidence band are not."""
+    fig, axes = _fig(1)
+    assert figcheck.problems(fig) == []
+    axes[0].plot([0, 1, 2], [1, 2, 3], color="#F0E442", label="data")
+    axes[0].scatter([0, 1], [2, 2], color="#F0E442")
+    axes[0].plot([0, 2], [3, 3], color=style.color("ntk"))
+    axes[0].fill_between([0, 2], [0, 0], [1, 1], color="#0072B2", alpha=0.2)
+    found = figcheck.problems(fig)
+    assert len(found) == 2, found
+    assert "series 'data' in #f0e442 has contrast 1.2" in found[0] or "series 'data' in #f0e442 has contrast 1.3" in found[0]
+    assert "markers in #f0e442" in found[1]
+    assert figcheck.contrast("#E69F00", "white") > figcheck.MIN_CONTRAST
+    assert figcheck.contrast("#F0E442", "white") < figcheck.MIN_CONTRAST
+    assert all(figcheck.contrast(c, "white") >= figcheck.MIN_CONTRAST for c in style._FALLBACK)
+
+
+def test_an_axis_with_one_labelled_tick_is_found():
+    """A log axis over about a decade whose minor labels are turned off (they collide on
+    wider axes) labels only one power of ten (as width_coord_check.png did);
+    :func:`dlrepro.style.readable_log_axis` labels several."""
+    from matplotlib.ticker import NullFormatter
+
+    fig, axes = style.subplots(2)
+    for ax in axes:
+        ax.plot([1, 2, 3], [0.3, 1.0, 2.9])
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    style.readable_log_axis(axes[1], "y")
+    found = figcheck.problems(fig)
+    assert len(found) == 1 and "axes 0 y axis labels a single tick" in found[0], found
+    fig.canvas.draw()
+    labels = [t.get_text() for t in axes[1].get_yticklabels() if t.get_text()]
+    assert "1" in labels and "2" in labels and all("10^" not in t for t in labels), labels
+
+
 def test_save_figure_refuses_a_bad_figure_when_enabled(tmp_path, monkeypatch):
     fig, axes = _fig(1)
     axes[0].set_title("t")

@@ -619,15 +619,15 @@ def test_mlp_rejects_bad_arguments(kwargs, bad):
 
 
 def test_readme_example_runs(capsys):
-    """The README's "Applying it to a model of your own" block, executed as written."""
+    """The "Applying it to a model of your own" block of docs/parametrization.md, executed as written."""
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "parametrization.md").read_text()
     section = readme[readme.index("Applying it to a model of your own"):]
     code = section[section.index("```python\n") + len("```python\n"):]
     code = code[:code.index("```")]
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs/parametrization.md", "exec"), namespace)
     model, plan = namespace["model"], namespace["plan"]
     assert model.output_mult == 1 / 16
     table = plan.to_frame().set_index("name")

@@ -6,8 +6,11 @@ the figure's suptitle and every legend (as one box). Two boxes of different arti
 intersect by more than :data:`TOLERANCE_PX` pixels in both directions are an overlap
 (two tick labels of one axis included: log axes' minor labels often collide). A
 legend inside an axes that covers one of that axes' plotted points is reported too, and
-so is a visible axes with nothing drawn in it, and a hidden grid cell followed by a
-visible panel in its row (a gap).
+so is a visible axes with nothing drawn in it, a hidden grid cell followed by a
+visible panel in its row (a gap), a series (line or markers) whose colour, blended by its
+alpha, has a contrast ratio below :data:`MIN_CONTRAST` against the panel's background
+(WCAG's ratio: a pale yellow on white is 1.3, the palest colour of the study's palette
+2.1), and an axis that labels a single tick (nothing to read a scale from).
 
 ``dlrepro.style.save_figure`` runs :func:`problems` on every figure when the environment
 variable :data:`ENV` is set (``1``) and raises :class:`FigureProblem` naming them, so a
@@ -24,6 +27,8 @@ import numpy as np
 
 ENV = "DLREPRO_FIGCHECK"
 TOLERANCE_PX = 1.0
+#: the least contrast ratio (WCAG 2: (L1 + 0.05) / (L2 + 0.05)) of a series against its background
+MIN_CONTRAST = 1.5
 
 
 class FigureProblem(ValueError):
@@ -122,8 +127,82 @@ def _holes(fig) -> list[str]:
     return out
 
 
+def _luminance(rgb) -> float:
+    """WCAG 2 relative luminance of an sRGB colour (components in [0, 1])."""
+    c = np.asarray(rgb[:3], float)
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return float(0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2])
+
+
+def contrast(color, background) -> float:
+    """Contrast ratio of ``color`` (RGBA, its alpha blended over ``background``) against ``background``."""
+    from matplotlib.colors import to_rgba
+
+    fg, bg = np.asarray(to_rgba(color), float), np.asarray(to_rgba(background), float)[:3]
+    seen = fg[3] * fg[:3] + (1 - fg[3]) * bg
+    hi, lo = sorted((_luminance(seen), _luminance(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _background(ax):
+    from matplotlib.colors import to_rgba
+
+    bg = to_rgba(ax.get_facecolor())
+    return bg if bg[3] > 0 else to_rgba(ax.figure.get_facecolor())
+
+
+def _pale_series(ax, name: str, min_contrast: float) -> list[str]:
+    """Lines and scatter markers hard to see against the panel (bands and fills are exempt)."""
+    from matplotlib.collections import PathCollection
+    from matplotlib.colors import to_hex, to_rgba
+
+    bg = _background(ax)
+    out = []
+    for line in ax.get_lines():
+        if not line.get_visible() or len(line.get_xydata()) == 0:
+            continue
+        drawn = line.get_linestyle() not in ("None", "none", "", " ") and line.get_linewidth() > 0
+        marked = line.get_marker() not in (None, "None", "none", "", " ")
+        if not (drawn or marked):
+            continue
+        rgba = to_rgba(line.get_color(), line.get_alpha())
+        c = contrast(rgba, bg)
+        if c < min_contrast:
+            label = line.get_label()
+            what = f"series '{label}'" if label and not label.startswith("_") else "a line"
+            out.append(f"{name} {what} in {to_hex(rgba)} has contrast {c:.2f} against its background "
+                       f"(at least {min_contrast})")
+    for coll in ax.collections:
+        if not (isinstance(coll, PathCollection) and coll.get_visible() and len(coll.get_offsets())):
+            continue
+        colors = coll.get_facecolors()
+        if not len(colors):
+            continue
+        worst = min((tuple(c) for c in colors), key=lambda c: contrast(c, bg))
+        c = contrast(worst, bg)
+        if c < min_contrast:
+            out.append(f"{name} markers in {to_hex(worst)} have contrast {c:.2f} against their background "
+                       f"(at least {min_contrast})")
+    return out
+
+
+def _single_tick_axes(ax, name: str) -> list[str]:
+    """An axis with exactly one labelled tick in view: no scale can be read from it (an axis
+    with none is taken as deliberately bare: a shared axis, an image)."""
+    out = []
+    for axis_name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+        if not axis.get_visible():
+            continue
+        labels = {t.get_text() for tick in _drawn_ticks(axis) for t in (tick.label1, tick.label2)
+                  if t.get_visible() and t.get_text().strip()}
+        if len(labels) == 1:
+            out.append(f"{name} {axis_name} axis labels a single tick ('{labels.pop()}')")
+    return out
+
+
 def problems(fig, *, tol: float = TOLERANCE_PX, legend_over_data: bool = True,
-             empty_panels: bool = True) -> list[str]:
+             empty_panels: bool = True, min_contrast: float = MIN_CONTRAST,
+             single_ticks: bool = True) -> list[str]:
     """What is wrong with ``fig`` (an empty list when nothing is)."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -143,6 +222,9 @@ def problems(fig, *, tol: float = TOLERANCE_PX, legend_over_data: bool = True,
         has_data = bool(ax.get_lines() or ax.collections or ax.patches or ax.images or ax.texts)
         if empty_panels and not has_data:
             found.append(f"{name} is an empty panel")
+        found += _pale_series(ax, name, min_contrast)
+        if single_ticks and has_data and not ax.images:
+            found += _single_tick_axes(ax, name)
         legend = ax.get_legend()
         if legend_over_data and legend is not None and legend.get_visible():
             bb = legend.get_window_extent(renderer)

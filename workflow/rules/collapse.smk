@@ -189,16 +189,16 @@ rule collapse_evaluate:
     message:
         "collapse · {wildcards.path}: evaluate on the real test split"
     input:
-        model=f"{{path}}/model.pt",
+        model=f"{RESULTS}/{{path}}/model.pt",
         tokens=f"{COL_DATA}/test.npy",
         manifest=f"{COL_DATA}/manifest.json",
         code=code("collapse.cli"),
     output:
-        f"{{path}}/eval.json",
+        f"{RESULTS}/{{path}}/eval.json",
     log:
         f"{LOGS}/{{path}}/eval.log",
     wildcard_constraints:
-        path=f"({COL}|{RESULTS}/scaling/data)/.+",
+        path="(collapse|scaling/data)/.+",
     params:
         p=as_json({"eval": CC["eval"], "compute": compute_params()}),
     threads: TRAIN_THREADS

@@ -28,10 +28,14 @@ config.clear()
 config.update(_validated)
 prepare_environment(PKG_DIR, config)
 _warm = WarmStart()  # started in onstart, on local runs
+_RUN_START = []  # when execution started (onstart): results/logs/run_time.json
 
 
 
 onstart:
+    import time as _time
+
+    _RUN_START.append(_time.time())
     # folders the config names (data mirror, GEOM): checked before any job, but not in a
     # dry run, which shows the plan of a config whose folders are not there yet
     try:
@@ -61,6 +65,19 @@ onstart:
 
 onsuccess:
     _warm.stop()
+    # what made results/ (dlrepro.report.provenance), and a last line saying where it is
+    from dlrepro.report import provenance as _prov
+
+    _prov.record(RESULTS, config, workflow.config_settings.configfiles, workflow.config_settings.config, ROOT)
+    if _RUN_START:
+        import time as _time
+
+        _prov.record_timing(RESULTS, _RUN_START[0], _time.time(), ".snakemake/metadata")
+    if stage_on("report") and Path(RESULTS, "summary.md").exists():
+        import atexit
+
+        _args = _prov.read(RESULTS).get("args", "")
+        atexit.register(print, _prov.done_line(RESULTS, _args), flush=True)
 
 
 onerror:
@@ -196,9 +213,8 @@ DATA_NEEDED = set(config["data"]["prepare"])
 def check_offline_data():
     """With data.allow_network false, every raw file a preparation still needs must be in
     the mirror: else one line naming the URL and where to put the file, before any job
-    runs. Called by the Snakefile once every stage has added to DATA_NEEDED."""
-    if config["data"]["allow_network"]:
-        return
+    runs. With the network allowed, each such file missing from the mirror is named on a
+    line of its own (its URL, and where to put it offline) before anything runs. Called by the Snakefile once every stage has added to DATA_NEEDED."""
     from dlrepro.data.download import lfs_pointer_path, resolve_mirror
 
     mirror = resolve_mirror(config["data"]["mirror"])
@@ -213,6 +229,13 @@ def check_offline_data():
             if Path(RAW, ds, f.name).exists():
                 continue
             where = f"{mirror}/{ds}/" if mirror else f"<mirror>/{ds}/ (set data.mirror or $DLREPRO_DATA_MIRROR) "
+            if config["data"]["allow_network"]:
+                # named first, on its own line, before any job: offline, the download
+                # would fail only after its retries
+                if mirror is None or not (mirror / ds / f.name).is_file():
+                    print(f"data: {ds}/{f.name} will be downloaded from {f.urls[0]}; offline, put it at "
+                          f"{where}{f.name}", file=sys.stderr)
+                continue
             if mirror is None or not (mirror / ds / f.name).is_file():
                 raise WorkflowError(
                     f"invalid configuration: data set {ds} needs {f.name}, which the mirror lacks and "

@@ -20,7 +20,7 @@ rule report_claims:
     params:
         stages=" ".join(claims_inputs()),
         results=lambda wc, output: str(Path(output.csv).parent),
-        config=as_json({k: v for k, v in config.items() if k in claims_inputs() or k == "seed"}),
+        config=as_json({k: v for k, v in config.items() if k in claims_inputs() or k in ("seed", "preset")}),
     resources:
         **LIGHT_RESOURCES,
     conda:
@@ -44,7 +44,7 @@ rule report_summary:
         f"{LOGS}/report/summary.log",
     params:
         tables=" ".join(f"--{k} {shlex.quote(v)}" for k, v in summary_inputs().items()),
-        config=as_json({k: v for k, v in config.items() if k in summary_inputs() or k == "seed"}),
+        config=as_json({k: v for k, v in config.items() if k in summary_inputs() or k in ("seed", "preset")}),
     resources:
         **LIGHT_RESOURCES,
     conda:

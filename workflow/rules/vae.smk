@@ -124,16 +124,16 @@ rule vae_sample:
         "vae · {wildcards.run}: sample"
     priority: 1  # a generation chain: the critical path starts first (profiles: greedy)
     input:
-        model=f"{{run}}/model.pt",
+        model=f"{RESULTS}/{{run}}/model.pt",
         manifest=f"{VAE_DATA}/manifest.json",
         code=code("vae.cli"),
     output:
-        images=f"{{run}}/samples/images.npy",
-        manifest=f"{{run}}/samples/manifest.json",
+        images=f"{RESULTS}/{{run}}/samples/images.npy",
+        manifest=f"{RESULTS}/{{run}}/samples/manifest.json",
     log:
         f"{LOGS}/{{run}}/sample.log",
     wildcard_constraints:
-        run=f"{VAE}/seed\\d+(/[^/]+)?/gen\\d+",
+        run=r"vae/seed\d+(/[^/]+)?/gen\d+",
     params:
         p=vae_params("sample"),
         seed=lambda wc: run_seed(wc.run),
@@ -153,17 +153,17 @@ rule vae_evaluate:
     message:
         "vae · {wildcards.run}: evaluate"
     input:
-        model=f"{{run}}/model.pt",
-        samples=f"{{run}}/samples/manifest.json",
+        model=f"{RESULTS}/{{run}}/model.pt",
+        samples=f"{RESULTS}/{{run}}/samples/manifest.json",
         classifier=rules.vae_classifier.output.model,
         manifest=f"{VAE_DATA}/manifest.json",
         code=code("vae.cli"),
     output:
-        f"{{run}}/eval.json",
+        f"{RESULTS}/{{run}}/eval.json",
     log:
         f"{LOGS}/{{run}}/eval.log",
     wildcard_constraints:
-        run=f"{VAE}/seed\\d+(/[^/]+)?/gen\\d+",
+        run=r"vae/seed\d+(/[^/]+)?/gen\d+",
     params:
         p=vae_params("eval"),
     threads: TRAIN_THREADS

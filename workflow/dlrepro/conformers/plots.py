@@ -42,22 +42,30 @@ ELEMENT_COLORS = {6: "#404040", 7: "#3050F8", 8: "#FF0D0D", 9: "#90E050", 15: "#
 
 
 def plot_summary(df: pd.DataFrame, out: str | os.PathLike, metrics: list[str]) -> None:
+    """Each policy has its own colour, marker and line style and is shifted by a few
+    hundredths of a generation, so that two policies with equal values (generation 1 of
+    every policy is trained on the same first synthetic set) are both visible; one legend
+    for the figure, below the panels."""
     missing = [c for c in ["policy", "generation", *metrics] if c not in df.columns]
     if missing:
         raise InputFileError(f"summary table lacks columns {missing}; has {list(df.columns)}")
     base = df[df.policy == "real"]
     baseline = df[df.policy == BASELINE_POLICY]
-    policies = sorted(p for p in df.policy.unique() if p not in ("real", BASELINE_POLICY))
+    policies = sorted(p for p in df.policy.unique() if p not in ("real", BASELINE_POLICY)) or ["real"]
     fig, axes = style.subplots(len(metrics), ncols=min(len(metrics), 5))
+    fig.set_layout_engine("constrained")
+    shift = {p: 0.04 * (i - (len(policies) - 1) / 2) for i, p in enumerate(policies)}
     for ax, metric in zip(axes, metrics):
         if len(baseline) and baseline[metric].notna().any():
-            ax.axhline(float(baseline[metric].mean()), color="#777777", ls="--", lw=1.2, label="RDKit ETKDGv3")
-        for policy in policies or ["real"]:
+            ax.axhline(float(baseline[metric].mean()), color="#555555", ls="--", lw=1.2, label="RDKit ETKDGv3")
+        for i, policy in enumerate(policies):
             rows = pd.concat([base, df[df.policy == policy]]) if policy != "real" else base
             stats = rows.groupby("generation")[metric].agg(["mean", "min", "max"]).sort_index()
-            ax.plot(stats.index, stats["mean"], marker="o", color=style.color(policy), label=policy)
+            x = stats.index.to_numpy(float) + shift[policy]
+            ax.plot(x, stats["mean"], marker=style.marker(policy), markersize=7 - 1.5 * i,
+                    linestyle=style.linestyle(policy), color=style.color(policy), label=policy)
             if rows.groupby("generation").size().max() > 1:
-                ax.fill_between(stats.index, stats["min"], stats["max"], color=style.color(policy), alpha=0.2)
+                ax.fill_between(x, stats["min"], stats["max"], color=style.color(policy), alpha=0.2)
         ax.set_xlabel("generation")
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -65,7 +73,8 @@ def plot_summary(df: pd.DataFrame, out: str | os.PathLike, metrics: list[str]) -
     for ax in axes:  # one legend with every line (the baseline has no test loss)
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    axes[0].legend(handles.values(), handles.keys(), fontsize="small")
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=len(handles),
+               fontsize="small", frameon=False)
     style.save_figure(fig, out)
 
 

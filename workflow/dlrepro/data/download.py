@@ -196,12 +196,10 @@ def fetch_file(
             except BaseException:
                 tmp_path.unlink(missing_ok=True)
                 raise
-    hint = (
-        f"; offline, download {rf.urls[0]} and put it at {mirror_path}"
-        if mirror_path
-        else f"; offline, {put_it}"
-    )
-    raise DownloadError(f"could not obtain {dataset}/{filename}: " + "; ".join(failures) + hint)
+    # the remedy first, then what was tried (a network error per attempt can be long)
+    hint = f"download {rf.urls[0]} and put it at {mirror_path}" if mirror_path else put_it
+    tried = "; ".join(dict.fromkeys(f[:200] for f in failures))
+    raise DownloadError(f"could not obtain {dataset}/{filename}: {hint} (tried: {tried})")
 
 
 def _reason(exc: BaseException) -> str:

@@ -8,6 +8,9 @@
              from the result tables of ``--stages`` under ``--results`` (the registry
              :mod:`dlrepro.report.claims`), and optionally the same as an HTML page
              (``--html``, for Snakemake's report).
+``check-run`` stops ``make report`` with one line when ``results/run.yaml`` records another
+             configuration than the command line's (:mod:`dlrepro.report.provenance`).
+``docs``     fills the generated blocks of README.md and docs/ (:mod:`dlrepro.report.docs`).
 ``readme``   rewrites the measured-results section of ``README.md`` between its markers
              (:mod:`dlrepro.report.readme`) from ``claims.csv``, the stage tables and the
              figures folder.
@@ -22,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from dlrepro.errors import UserError
 from dlrepro.io import read_json, write_text
 from dlrepro.log import get_logger
 
@@ -159,7 +163,7 @@ def section_claims(csv: Path) -> str:
 
     return ("## Claims\n\nEach seed-paper claim measured here, with an interval from resampling "
             "the independent unit (seeds, initialisations, repetitions or runs) and a verdict "
-            "decided from that interval (`results/claims.csv`; README, \"Claims\"):\n\n"
+            "decided from that interval (`results/claims.csv`; docs/claims.md):\n\n"
             + markdown(C.read(csv)))
 
 
@@ -185,6 +189,10 @@ def cmd_claims(args) -> int:
                          f"{', '.join(STAGES)}")
     config = _json_arg(args.config, "--config")
     rows = collect(args.stages, args.results, config)
+    if config.get("preset"):  # which configuration measured it, first in every scale
+        import dataclasses
+
+        rows = [dataclasses.replace(c, scale=f"preset {config['preset']}; {c.scale}") for c in rows]
     C.write(args.out, rows)
     if args.html:
         write_text(args.html, html_page(rows))
@@ -228,15 +236,23 @@ def cmd_coverage(args) -> int:
         start, end = "<!-- coverage:start -->", "<!-- coverage:end -->"
         doc = args.write.read_text()
         if start not in doc or end not in doc or doc.index(start) > doc.index(end):
-            raise ValueError(f"{args.write}: lacks the markers {start} ... {end}")
+            raise UserError(f"{args.write}: lacks the markers {start} ... {end}")
         head, rest = doc.split(start, 1)
         write_text(args.write, f"{head}{start}\n{text}{end}{rest.split(end, 1)[1]}")
     return 0
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dlrepro report", description="The reports of a run: results/summary.md and results/claims.csv (written by the workflow), and the README's measured-results "
-                                 "section (make docs).")
+    if argv[:1] == ["docs"]:
+        from dlrepro.report.docs import main as docs_main
+
+        return docs_main(argv[1:])
+    if argv[:1] == ["check-run"]:
+        from dlrepro.report.provenance import main_check
+
+        return main_check(argv[1:])
+    ap = argparse.ArgumentParser(prog="python -m dlrepro report", description="The reports of a run: results/summary.md and results/claims.csv (written by the workflow), and the documentation's generated blocks "
+                                 "(make docs: subcommands docs, coverage); check-run compares a run's recorded config with the current one.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("summary", help="results/summary.md from the result tables")
     for name in SECTIONS:
@@ -271,9 +287,10 @@ def main(argv: list[str]) -> int:
     log = get_logger("report")
     parts = [
         "# Headline numbers\n",
+        f"Preset **{config.get('preset', 'custom')}**, seed {config.get('seed')}. "
         "Written by the workflow from the result tables under `results/`; each section "
-        "ends with the config that produced it (seed "
-        f"{config.get('seed')}).\n",
+        "ends with the config that produced it, and `results/run.yaml` records the whole "
+        "configuration and the command-line arguments of the run.\n",
     ]
     if args.claims is not None:
         parts.append(section_claims(args.claims))

@@ -7,7 +7,8 @@ error. One panel per
 single-variable sweep with one curve per group (coloured by :func:`dlrepro.style.color`,
 so "mup" has the same colour as everywhere in the study); one panel per (sweep, group)
 of a joint law, with one curve in N per value of D. The extrapolated part of each curve
-is dashed.
+is dashed. Axes are labelled in words (:data:`AXIS_WORDS`, else the column name with
+spaces), log ticks as plain numbers (:func:`dlrepro.style.readable_log_axis`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import NullFormatter
+from matplotlib.colors import ListedColormap
 import numpy as np
 import pandas as pd
 
@@ -25,6 +26,29 @@ from dlrepro.io import read_json
 from dlrepro.io import sha256_file
 from dlrepro.scaling.fit import PREDICTION_COLUMNS
 from dlrepro.scaling.sweeps import InputError, SweepSpec, groups_of, load_sweep_table, read_table
+
+
+#: words (with units) for the columns the workflow's sweeps use; other columns are shown by name
+AXIS_WORDS = {
+    "train_tokens": "training tokens",
+    "tokens": "training tokens",
+    "n_params": "parameters",
+    "test_loss": "test loss (cross-entropy, nats)",
+    "loss_c4_val": "C4 validation loss (nats/token)",
+}
+#: titles of the workflow's sweeps (``fits.json``'s sweep names)
+SWEEP_TITLES = {"data": "language model, data-size sweep", "width": "width sweep"}
+
+
+def _words(column: str) -> str:
+    return AXIS_WORDS.get(column, column.replace("_", " "))
+
+
+def _title(name: str, record: dict) -> str:
+    """The sweep's title, with what its rows were filtered to (e.g. ``model mlp, arm online``)."""
+    spec = next((s for s in record.get("sweeps", []) if s.get("name") == name), {})
+    where = ", ".join(f"{k} {v}" for k, v in (spec.get("filter") or {}).items())
+    return SWEEP_TITLES.get(name, name) + (f"\n({where})" if where else "")
 
 
 def _points(record: dict) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
@@ -96,19 +120,23 @@ def plot_fits(fits_json: str | os.PathLike, predictions_csv: str | os.PathLike, 
             if fit["kind"] == "single":
                 color = style.color(str(fit["group"]) or fit["sweep"])
                 prefix = f"{fit['group']}: " if fit["group"] != "" else ""
-                ax.scatter(X[:, 0], y, s=10, color=color, alpha=0.6, linewidths=0)
+                ax.scatter(X[:, 0], y, s=12, color=color, alpha=0.8, linewidths=0)
                 regime = next(iter(fit["regime"].values()))
                 _draw_curve(ax, part, color, f"{prefix}{_short(fit['formula'])}\n({regime})")
             else:
                 d_values = sorted(part["d"].unique())
-                cmap = plt.get_cmap("viridis", len(d_values))
-                for i, d in enumerate(d_values):
-                    _draw_curve(ax, part[part["d"] == d], cmap(i), f"{fit['x'][1]}={d:.3g}")
-                ax.scatter(X[:, 0], y, s=10, c=np.log(X[:, 1]), cmap="viridis", alpha=0.6, linewidths=0)
+                # viridis without its pale-yellow end (dlrepro.figcheck: contrast on white)
+                cmap = ListedColormap(plt.get_cmap("viridis")(np.linspace(0.0, 0.8, 256)))
+                shades = [cmap(i / max(len(d_values) - 1, 1)) for i in range(len(d_values))]
+                for shade, d in zip(shades, d_values):
+                    _draw_curve(ax, part[part["d"] == d], shade, f"{_words(fit['x'][1])} = {style.number(d)}")
+                ax.scatter(X[:, 0], y, s=10, c=np.log(X[:, 1]), cmap=cmap, alpha=0.8, linewidths=0)
                 ax.text(0.02, 0.02, fit["formula"], transform=ax.transAxes, fontsize="x-small")
-        ax.set(xscale="log", yscale="log", xlabel=members[0]["x"][0], ylabel=members[0]["y"],
-               title=f"{title} (band: {ci})")  # fmt: skip
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a log axis collide
+        ax.set(xscale="log", yscale="log", xlabel=_words(members[0]["x"][0]), ylabel=_words(members[0]["y"]),
+               title=f"{_title(members[0]['sweep'], record)}" + (title[len(members[0]['sweep']):] or ""))
+        ax.autoscale_view()
+        style.readable_log_axis(ax)
         # below the panel: inside it, the formulas would cover data or the next panel
-        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=1)
+        ax.legend(fontsize="x-small", title=f"fitted law (band: {ci}; dashed: extrapolated)",
+                  title_fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=1)
     return style.save_figure(fig, out)
