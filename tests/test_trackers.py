@@ -141,11 +141,16 @@ def test_init_gd_reports_its_evaluations(tmp_path):
 
 
 def test_width_runs_report_to_the_tracker(tmp_path, mnist_dir):
-    """Every run of a width cell (seed x learning rate) is its own tracker run."""
+    """A width cell's runs (seed x learning rate) train together as one batched module
+    (#30), so the cell is one tracker run, named by the cell, with its loss and rate."""
+    import csv
+
     from tests.test_width import _run_cell
 
     _run_cell(tmp_path, "cell", "mlp", mnist_dir, "mup", width=8,
               compute={"num_threads": 1, "logger": "csv", "logger_dir": str(tmp_path / "tr")})
-    found = sorted(p.parent.relative_to(tmp_path / "tr" / "csv") for p in (tmp_path / "tr").rglob("metrics.csv"))
-    assert found and all(str(p).startswith("width/model=mlp/param=mup/width=8/arm=online/seed=") for p in found)
-    assert len({str(p).split("/seed=")[1] for p in found}) == len(found)  # one per (seed, lr)
+    found = sorted(p for p in (tmp_path / "tr").rglob("metrics.csv"))
+    assert [str(p.parent.relative_to(tmp_path / "tr" / "csv")) for p in found] == \
+        ["width/model=mlp/param=mup/width=8/arm=online"]
+    rows = list(csv.DictReader(found[0].open()))
+    assert rows and {"train_loss", "lr", "step"} <= set(rows[0]) and float(rows[-1]["train_loss"]) > 0

@@ -198,7 +198,7 @@ def fetch_file(
                 raise
     # the remedy first, then what was tried (a network error per attempt can be long)
     hint = f"download {rf.urls[0]} and put it at {mirror_path}" if mirror_path else put_it
-    tried = "; ".join(dict.fromkeys(f[:200] for f in failures))
+    tried = "; ".join(dict.fromkeys(f[:320] for f in failures))  # a checksum line is ~260
     raise DownloadError(f"could not obtain {dataset}/{filename}: {hint} (tried: {tried})")
 
 

@@ -71,6 +71,7 @@ from scipy.stats import linregress
 from dlrepro.claims import t_interval
 from dlrepro.io import load_npy, read_json
 from dlrepro.log import get_logger
+from dlrepro.width.optimum import REACH, near_edge, quadratic_optimum  # noqa: F401  (re-exported)
 from dlrepro.width.runs import CURVE_COLUMNS, LR_SWEEP_COLUMNS
 
 GROUP = ["model", "arm", "parametrization"]
@@ -78,8 +79,6 @@ LR_OPTIMUM_COLUMNS = ["model", "arm", "parametrization", "width", "n_params", "m
                       "lr_best", "log2_lr_best", "log2_lr_opt", "log2_lr_opt_lo", "log2_lr_opt_hi",
                       "loss_best", "at_edge", "log2_shift", "log2_shift_lo", "log2_shift_hi",
                       "wider_better"]
-REACH = 1.0  # octaves: the optimum's parabola uses the points this close to the best one, and
-# the grid must reach this far past every optimum
 SEED_OPTIMA_COLUMNS = ["model", "arm", "parametrization", "width", "seed", "log2_lr_opt", "at_edge"]
 AGREEMENT_COLUMNS = ["model", "arm", "parametrization", "width", "reference_width", "n_seeds", "step",
                      "logit_distance", "relative_distance", "top1_agreement", "output_variance",
@@ -176,33 +175,6 @@ def _nanmean(x: np.ndarray) -> np.ndarray:
     count = np.sum(~np.isnan(x), axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, np.nansum(x, axis=0) / np.maximum(count, 1), np.nan)
-
-
-def quadratic_optimum(log2_lr, losses, reach: float = REACH) -> tuple[float, int]:
-    """The optimal log2 learning rate of one loss curve and the index of its best grid point.
-
-    ``losses`` (NaN: not run; inf: diverged) at the points ``log2_lr``; the optimum is the
-    vertex of the least-squares parabola through the finite points within ``reach`` octaves
-    of the best one, kept inside their span; the best point itself when fewer than three
-    points are there or the parabola opens downwards. ``(nan, -1)`` when no loss is finite."""
-    x, y = np.asarray(log2_lr, float), np.asarray(losses, float)
-    finite = np.isfinite(y)
-    if not finite.any():
-        return math.nan, -1
-    i = int(np.argmin(np.where(finite, y, np.inf)))
-    near = finite & (np.abs(x - x[i]) <= reach + 1e-9)
-    if near.sum() < 3:
-        return float(x[i]), i
-    a, b, _ = np.polyfit(x[near], y[near], 2)
-    if not a > 0:
-        return float(x[i]), i
-    return float(np.clip(-b / (2 * a), x[near].min(), x[near].max())), i
-
-
-def near_edge(log2_lr, optimum: float, reach: float = REACH) -> bool:
-    """Whether the grid ``log2_lr`` fails to reach ``reach`` octaves past ``optimum`` on either side."""
-    x = np.asarray(log2_lr, float)
-    return not (math.isfinite(optimum) and x.min() <= optimum - reach + 1e-9 and x.max() >= optimum + reach - 1e-9)
 
 
 def _sweep_cube(group: pd.DataFrame) -> tuple[list, list, list, np.ndarray]:

@@ -36,7 +36,7 @@ whose loss becomes non-finite is recorded as diverged (losses NaN from that step
 dropped from the sum; the others go on.
 
 Grid extension. After the sweep, the optimum of every parametrization's seed-mean final
-``train_loss`` (:func:`dlrepro.width.analysis.quadratic_optimum`) must lie at least an
+``train_loss`` (:func:`dlrepro.width.optimum.quadratic_optimum`) must lie at least an
 octave inside the grid; while it does not, the grid is extended past that edge by one
 octave (at the grid's spacing) and the new points are trained, up to ``lr_grid_extend``
 octaves a side.
@@ -378,8 +378,8 @@ def _round_or_resume(task, parametrization, width, members: list[Member], full: 
 
 def _sweep_optimum(params: TrainParams, results: dict[Member, dict]) -> float:
     """The optimum (log2 multiple of the base rate) of the seed-mean final ``train_loss`` of
-    the sweep runs in ``results`` (:func:`dlrepro.width.analysis.quadratic_optimum`)."""
-    from dlrepro.width.analysis import quadratic_optimum
+    the sweep runs in ``results`` (:func:`dlrepro.width.optimum.quadratic_optimum`)."""
+    from dlrepro.width.optimum import quadratic_optimum
 
     sweep = [m for m in results if m.data_seed == params.data_seed and m.seed in params.lr_sweep_seeds]
     grid = sorted({m.log2_lr_mult for m in sweep})
