@@ -500,7 +500,7 @@ def _make_commands(target: str, args: list[str]) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, args", readme_override_commands(), ids=lambda a: " ".join(a) if isinstance(a, list) else a)
-def test_every_readme_override_form_works(kind, args, mirror, tmp_path):
+def test_every_readme_override_form_works(kind, args, mirror, tmp_path, request):
     """Run from the repository root as the README says, with ``-n`` and results under a
     scratch folder: for a make form, the commands of the Makefile's recipe (its pre-flight
     check included), else the snakemake line and the pre-flight check of its arguments."""
@@ -517,6 +517,16 @@ def test_every_readme_override_form_works(kind, args, mirror, tmp_path):
                     shlex.join([SNAKEMAKE, "--profile", "profiles/cpu", *args])]
     check = subprocess.run(commands[0], shell=True, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, (commands[0], check.stderr)
+    if kind == "make report":  # a report needs a finished run: the shared smoke run's copy, for real
+        from tests.conftest import copy_workdir
+
+        done = copy_workdir(request.getfixturevalue("smoke_run"), tmp_path / "done")
+        html = done / "results" / "report.html"
+        cmd = commands[1].replace("--report results/report.html", f"--report {shlex.quote(str(html))}")
+        proc = subprocess.run(f"{cmd} -d {shlex.quote(str(done))}", shell=True, cwd=ROOT, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0 and html.stat().st_size > 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        return
     proc = subprocess.run(f"{commands[1]} -n -d {shlex.quote(str(work))}", shell=True, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "This was a dry-run" in proc.stdout + proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]  # --logger rich writes to stderr

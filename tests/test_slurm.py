@@ -201,7 +201,7 @@ def test_smoke_preset_under_slurm_equals_local_run(slurm_env, mirror, tmp_path, 
     smoke_run = request.getfixturevalue("smoke_run")
     files = result_files(work)
     assert files <= result_files(smoke_run), sorted(files - result_files(smoke_run))
-    assert {f.split("/")[0] for f in files} == {"data", "collapse", "width", "figures"}
+    assert {f.split("/")[0] for f in files} == {"data", "collapse", "width", "figures", "run.yaml"}
     differ = [f for f in sorted(files)
               if not filecmp.cmp(work / "results" / f, smoke_run / "results" / f, shallow=False)]
     assert not differ, f"results that differ from the local run: {differ}"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from dlrepro import style
 from dlrepro.width.analysis import AGREEMENT_COLUMNS, ENSEMBLE_COLUMNS, lr_optimum, variance_slopes
@@ -172,6 +172,10 @@ def plot_lr_sweep(table: pd.DataFrame, path: str | os.PathLike, metric: str = "t
                         ms=11, mfc="none", mec="k", mew=1.0, zorder=5)
         opt_ax.set_xscale("log", base=2)
         opt_ax.set_yscale("log", base=2)
+        # half-octave ticks, labelled as plain numbers: a narrow span of optima keeps several
+        opt_ax.yaxis.set_major_locator(LogLocator(base=2, subs=(1.0, 2 ** 0.5)))
+        opt_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
+        opt_ax.yaxis.set_minor_formatter(NullFormatter())
         opt_ax.set_title(f"{model} {arm}: optimal lr")
         opt_ax.set_xlabel("width")
         extra = [(LABELS.get(p, p), {"color": style.color(p), "marker": OPT_STYLE.get(p, {}).get("marker", "o"),
@@ -288,6 +292,7 @@ def _log_if_positive(ax, values: pd.Series) -> None:
     values = values[np.isfinite(values)]
     if (values > 0).any():
         ax.set_yscale("log")
+        style.readable_log_axis(ax, "y")  # ticks at 1-9 or 1, 2, 5 per decade: a narrow range keeps several
 
 
 def plot_ensembles(table: pd.DataFrame, path: str | os.PathLike) -> list[Path]:
