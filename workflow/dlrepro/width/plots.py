@@ -172,6 +172,10 @@ def plot_lr_sweep(table: pd.DataFrame, path: str | os.PathLike, metric: str = "t
                         ms=11, mfc="none", mec="k", mew=1.0, zorder=5)
         opt_ax.set_xscale("log", base=2)
         opt_ax.set_yscale("log", base=2)
+        lo_all, hi_all = opt_ax.get_ylim()
+        if hi_all < 2.0 * lo_all:  # at least an octave shown: identical optima still get labelled ticks
+            mid = (lo_all * hi_all) ** 0.5
+            opt_ax.set_ylim(mid / 2 ** 0.5, mid * 2 ** 0.5)
         # half-octave ticks, labelled as plain numbers: a narrow span of optima keeps several
         opt_ax.yaxis.set_major_locator(LogLocator(base=2, subs=(1.0, 2 ** 0.5)))
         opt_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
