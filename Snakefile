@@ -32,7 +32,7 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/plan.smk"
 
 
-check_offline_data()  # every stage has added to DATA_NEEDED
+check_offline_data()  # files a needed data set lacks, named before any job
 
 # the data stage prepares what the enabled stages need, plus data.prepare
 if stage_on("data"):

@@ -595,7 +595,9 @@ def snakemake_config_parser(prog: str | None = None, add_help: bool = False):
         description="Check the configuration a snakemake command line would run with (config.yaml, "
                     "each --configfile merged over it, then --config), the way the Snakefile checks it, "
                     "and the errors Snakemake raises before the Snakefile runs (a missing or malformed "
-                    "--configfile, a malformed --config). Exit 0 if it is valid, else print one line "
+                    "--configfile, a malformed --config), and that every file the needed data sets "
+                    "lack is in the mirror (offline: an error; else one line per file to download). "
+                    "Exit 0 if it is valid, else print one line "
                     "and exit 1. Other snakemake arguments are ignored. Used by make run/smoke/report.",
     )
     ap.add_argument("--configfile", "--configfiles", nargs="+", action="extend", default=[], metavar="FILE",
@@ -640,8 +642,13 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in argv or "--help" in argv:
         snakemake_config_parser(prog="python -m dlrepro check-config", add_help=True).print_help()
         return 0
+    from dlrepro.data.needed import check_data
+
     try:
-        check_snakemake_args(argv)
+        cfg = check_snakemake_args(argv)
+        # the files the needed data sets lack, named as the Snakefile names them (no network)
+        for line in check_data(cfg, base_dir=snakemake_config_parser().parse_known_args(argv)[0].directory):
+            print(line, file=sys.stderr)
     except ConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 1

@@ -9,10 +9,6 @@
 #   <policy>/gen<g>/{data.json, data.indices.npy, model.pt, train_metrics.json, eval.json}
 #   <policy>/synthetic<g>/{tokens.npy, manifest.json}                 g >= 2 (from gen g-1)
 
-if stage_on("collapse"):
-    DATA_NEEDED.add(CC["dataset"])
-
-
 wildcard_constraints:
     model="[^/]+",
     policy="[^/]+",

@@ -14,7 +14,7 @@ PKG_DIR = ROOT / "workflow"
 sys.path.insert(0, str(PKG_DIR))  # the package is importable without installation
 
 from dlrepro.config import ConfigError, check_config_paths, coerce_overrides, validate_config
-from dlrepro.data import registry as _registry
+from dlrepro.data import needed as _needed, registry as _registry
 from dlrepro.smk import WarmStart, missing_slurm_env, module_sources, prepare_environment
 
 # Errors in --configfile files and --config entries themselves are raised by Snakemake
@@ -164,10 +164,7 @@ IMAGE_SETS = [n for n, d in _registry.DATASETS.items() if d.kind == "images"]
 
 
 def raw_files(dataset):
-    subset = "all"
-    if dataset == "mnist" and config["data"]["images"]["mnist_source"] == "test-file":
-        subset = "test-only"
-    return [f"{RAW}/{dataset}/{f.name}" for f in _registry.files_for(dataset, subset)]
+    return [f"{RAW}/{dataset}/{f.name}" for f in _registry.files_for(dataset, _needed.raw_subset(config, dataset))]
 
 
 def text_outputs(dataset):
@@ -206,48 +203,19 @@ def prepared(dataset):
     return f"{DATA}/{dataset}/manifest.json"
 
 
-# data sets to prepare: config data.prepare plus what each enabled stage adds
-DATA_NEEDED = set(config["data"]["prepare"])
+# data sets the enabled stages read, data.prepare with the data stage (dlrepro.data.needed)
+DATA_NEEDED = _needed.datasets_needed(config)
 
 
 def check_offline_data():
-    """With data.allow_network false, every raw file a preparation still needs must be in
-    the mirror: else one line naming the URL and where to put the file, before any job
-    runs. With the network allowed, each such file missing from the mirror is named on a
-    line of its own (its URL, and where to put it offline) before anything runs. Called by the Snakefile once every stage has added to DATA_NEEDED."""
-    from dlrepro.data.download import lfs_pointer_path, resolve_mirror
-
-    mirror = resolve_mirror(config["data"]["mirror"])
-    for ds in sorted(DATA_NEEDED):
-        done = f"{CONF_DATA}/manifest.json" if ds == "moses" else prepared(ds)
-        if Path(done).exists():
-            continue
-        subset = "all"
-        if ds == "mnist" and config["data"]["images"]["mnist_source"] == "test-file":
-            subset = "test-only"
-        for f in _registry.files_for(ds, subset):
-            if Path(RAW, ds, f.name).exists():
-                continue
-            where = f"{mirror}/{ds}/" if mirror else f"<mirror>/{ds}/ (set data.mirror or $DLREPRO_DATA_MIRROR) "
-            if config["data"]["allow_network"]:
-                # named first, on its own line, before any job: offline, the download
-                # would fail only after its retries
-                if mirror is None or not (mirror / ds / f.name).is_file():
-                    print(f"data: {ds}/{f.name} will be downloaded from {f.urls[0]}; offline, put it at "
-                          f"{where}{f.name}", file=sys.stderr)
-                continue
-            if mirror is None or not (mirror / ds / f.name).is_file():
-                raise WorkflowError(
-                    f"invalid configuration: data set {ds} needs {f.name}, which the mirror lacks and "
-                    f"data.allow_network is false; download {f.urls[0]} and put it at {where}{f.name}"
-                )
-            pointer = lfs_pointer_path(mirror, ds, f.name)
-            if not (f.sha256 or f.md5) and not pointer.is_file():
-                raise WorkflowError(
-                    f"invalid configuration: {ds}/{f.name}'s checksum is published as the Git LFS "
-                    f"pointer {f.lfs_pointer_url}, and data.allow_network is false; download it "
-                    f"and put it at {pointer}"
-                )
+    """Before any job: each file a preparation still needs that the mirror lacks is named on
+    a line of its own (its URL, where to put it offline); with data.allow_network false,
+    in one line that ends the run (dlrepro.data.needed.check_data, as check-config)."""
+    try:
+        for line in _needed.check_data(config, results=RESULTS):
+            print(line, file=sys.stderr)
+    except ConfigError as exc:
+        raise WorkflowError(f"invalid configuration: {exc}") from None
 
 
 # ---- linreg stage helpers --------------------------------------------------
@@ -396,7 +364,7 @@ def cf_sample_sets():
 WC = config["width"]
 WIDTH = f"{RESULTS}/width"
 WIDTH_TEXT = config["collapse"]["dataset"]
-WIDTH_CNN_DATA = (WC.get("cnn") or {}).get("dataset") or "mnist"
+WIDTH_CNN_DATA = _needed.width_cnn_dataset(config)
 WIDTH_DATA = {"mlp": f"{DATA}/mnist", "lm": f"{DATA}/{WIDTH_TEXT}", "cnn": f"{DATA}/{WIDTH_CNN_DATA}"}
 WIDTH_MODELS = ("mlp", "lm", "cnn")
 def width_cells():

@@ -11,10 +11,6 @@
 # results/conformers/seed<seed>/<policy>/synthetic<g>/                  g >= 2
 # results/conformers/seed<seed>/rdkit-etkdg/eval.json                   the RDKit ETKDGv3 row
 
-if stage_on("conformers") and CF["source"] == "moses":
-    DATA_NEEDED.add("moses")
-
-
 rule conformers_prepare:
     """Real conformer sets: ETKDGv3 + MMFF94 conformers of MOSES molecules, split by molecule."""
     message:

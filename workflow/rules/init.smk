@@ -2,10 +2,6 @@
 # weights in deep tanh networks at criticality. Fluctuations and the NTK at initialisation
 # are vectorised over thousands of draws; full-batch gradient descent on images.
 
-if stage_on("init"):
-    DATA_NEEDED.add(IC["dataset"])
-
-
 INIT_TRAIN_JOBS = [
     f"{INIT}/training/{init}_r{init_ratio_label(r)}.csv"
     for r in IC["training"]["depth_ratios"]

@@ -128,5 +128,4 @@ rule scaling_figure:
 
 
 if stage_on("scaling"):
-    DATA_NEEDED.add(CC["dataset"])
     TARGETS.extend([f"{SCALING}/fits.csv", f"{FIGURES}/scaling_laws.png"])

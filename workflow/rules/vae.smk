@@ -6,10 +6,6 @@
 # results/vae/seed<s>/gen0/{model.pt, train_metrics.json, samples/, eval.json}
 # results/vae/seed<s>/<policy>/gen<g>/{mix.json, mix.indices.npy, model.pt, train_metrics.json, samples/, eval.json}
 
-if stage_on("vae"):
-    DATA_NEEDED.add("mnist")
-
-
 rule vae_classifier:
     """The sample-quality judge: a small CNN trained once on the real training images."""
     message:

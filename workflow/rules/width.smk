@@ -8,12 +8,6 @@
 #   probe_logits_data.npy, probe_labels.npy, meta.json}
 # results/width/{curves.csv, lr_sweep.csv, lr_optimum.csv, coord_check.csv, agreement.csv, variance_slopes.csv, ensembles.csv}
 
-if stage_on("width"):
-    DATA_NEEDED.update(["mnist"] if WC.get("mlp") else [])
-    DATA_NEEDED.update([WIDTH_TEXT] if WC.get("lm") else [])
-    DATA_NEEDED.update([WIDTH_CNN_DATA] if WC.get("cnn") else [])
-
-
 WIDTH_COORD_MODELS = WC["coord_check"]["models"]
 CELL_FILES = ["curves.csv", "lr_sweep.csv", "probe_logits.npy", "probe_logits_data.npy", "probe_labels.npy",
               "meta.json"]

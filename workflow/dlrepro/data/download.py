@@ -59,6 +59,12 @@ def lfs_pointer_path(mirror_dir: Path | None, dataset: str, filename: str) -> Pa
     return mirror_dir / dataset / (filename + LFS_POINTER_SUFFIX) if mirror_dir else None
 
 
+def mirror_place(dataset: str, filename: str, mirror_dir: Path | None) -> str:
+    """Where a file goes in the mirror, said to a user who has to put it there."""
+    where = mirror_dir / dataset / filename if mirror_dir else f"<mirror>/{dataset}/{filename}"
+    return f"{where} (a mirror is config data.mirror or ${MIRROR_ENV})"
+
+
 def _open_url(url: str, timeout: float) -> BinaryIO:
     req = urllib.request.Request(url, headers={"User-Agent": "dlrepro-downloader/0.1"})
     return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (https/http URLs from the registry)
@@ -112,11 +118,7 @@ def fetch_file(
     mirror_path = mirror_dir / dataset / filename if mirror_dir else None
 
     in_mirror = mirror_path is not None and mirror_path.is_file()
-    put_it = (
-        f"download {rf.urls[0]} and put it at "
-        f"{mirror_path or '<mirror>/' + dataset + '/' + filename} "
-        f"(a mirror is config data.mirror or ${MIRROR_ENV})"
-    )
+    put_it = f"download {rf.urls[0]} and put it at {mirror_place(dataset, filename, mirror_dir)}"
     if not in_mirror and not allow_network:
         where = (
             f"the mirror has no {mirror_path}"

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
+from dlrepro.data.needed import datasets_needed
 from dlrepro.plan.costs import (Accelerator, ConvVAEShape, EGNNShape, MLPShape, SmallCNNShape, TransformerShape,
                                 WidthCNNShape)
 from dlrepro.plan.figures import TEXT_FIGURES, image_data, image_raw_bytes, molecule_data, text_data
@@ -38,21 +39,7 @@ from dlrepro.plan.jobs import (
 def data_jobs(ctx: Context) -> Iterator[Job]:
     cfg = ctx.cfg
     stages = set(cfg["stages"])
-    needed = set()  # what the stages read (workflow/rules/*.smk: DATA_NEEDED)
-    if stages & {"collapse", "scaling"}:
-        needed.add(cfg["collapse"]["dataset"])
-    if "vae" in stages:
-        needed.add("mnist")
-    if "width" in stages:
-        if cfg["width"].get("mlp"):
-            needed.add("mnist")
-        if cfg["width"].get("lm"):
-            needed.add(cfg["collapse"]["dataset"])
-    if "init" in stages:
-        needed.add(cfg["init"]["dataset"])
-    if "data" in stages:
-        needed |= set(cfg["data"]["prepare"])
-    needed.discard("moses")
+    needed = datasets_needed(cfg) - {"moses"}  # what the stages read (the Snakefile's DATA_NEEDED)
     conf_moses = "conformers" in stages and cfg["conformers"]["source"] == "moses"
     files = {"tinyshakespeare": 1, "tinystories": 2, "cifar10": 1, "moses": 1,
              "mnist": 2 if cfg["data"]["images"]["mnist_source"] == "test-file" else 4}
