@@ -89,6 +89,27 @@ def test_every_relative_link_and_anchor_resolves(page):
     assert not bad, f"{_rel(page)}: " + "; ".join(bad)
 
 
+STAGE_SECTIONS = ["Method", "Outputs", "Claims", "Scale"]
+
+
+def test_every_stage_has_a_page():
+    from dlrepro.report.claims import STAGES
+
+    assert {p.stem for p in (ROOT / "docs" / "stages").glob("*.md")} == set(STAGES)
+
+
+@pytest.mark.parametrize("page", sorted((ROOT / "docs" / "stages").glob("*.md")), ids=_rel)
+def test_stage_pages_share_their_sections(page):
+    """Every stage page has the sections Method, Outputs, Claims and Scale, in that order,
+    before any other of its own; its claims table and its plan are in their sections."""
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    sections = re.findall(r"^## (.*?)\s*$", text, re.M)
+    assert sections[:4] == STAGE_SECTIONS, f"{_rel(page)}: sections {sections}"
+    body = dict(zip(sections, re.split(r"^## .*$", text, flags=re.M)[1:]))
+    assert f"<!-- begin:stage-claims {page.stem} -->" in body["Claims"]
+    assert "plan --brief" in body["Scale"] and "workflow/presets/paper.yaml" in body["Scale"]
+
+
 @pytest.mark.parametrize("page", doc_pages(), ids=_rel)
 def test_generated_blocks_are_closed_and_known(page):
     text = page.read_text(encoding="utf-8")
