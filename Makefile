@@ -85,7 +85,8 @@ clean:
 # Regenerate every number, table, figure and command output of README.md and docs/ from a
 # run (after `make run`; RESULTS=<folder> reads another run's results/, SMOKE_RESULTS=<folder>
 # a smoke run's for its time): the figures, the workflow's rule graph, and every block
-# between `<!-- begin:NAME -->` and `<!-- end:NAME -->` (python -m dlrepro report docs).
+# between `<!-- begin:NAME -->` and `<!-- end:NAME -->` (python -m dlrepro report docs), and the
+# coverage table of docs/claims.md (python -m dlrepro report coverage: a few minutes of simulation).
 # (PYTHONHASHSEED=0: Snakemake lists the rule graph's edges in set order, which a random hash seed reshuffles)
 SMOKE_RESULTS ?=
 docs: $(STAMP)
@@ -94,6 +95,7 @@ docs: $(STAMP)
 	{ echo '# Rule graph of the default preset'; echo; echo '```mermaid'; \
 	  PYTHONHASHSEED=0 $(VENV)/bin/snakemake --rulegraph mermaid-js 2>/dev/null; echo '```'; } > docs/rulegraph.md
 	$(PY) -m dlrepro report docs --results $(RESULTS) $(if $(SMOKE_RESULTS),--smoke-results $(SMOKE_RESULTS))
+	$(PY) -m dlrepro report coverage --write docs/claims.md
 
 # Snakemake's self-contained HTML report of every figure (after a run).
 # (it first checks that results/ was made under the configuration of ARGS: results/run.yaml;

@@ -223,6 +223,30 @@ def curve_slope(n: int, dist: str, reps: int, seed: int = 0, *, method: str = "j
     return _covered(lo, hi, truth)
 
 
+#: the data sweep's shape (``config.yaml``: 6 fractions of about 487,600 training tokens) and
+#: a law near its pooled fit in the default run (E 2.1, A 71, alpha 0.29)
+SWEEP_X = np.array([1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]) * 487_581
+SWEEP_LAW = (2.1, 71.0, 0.29)
+
+
+def power_law_seed_t(n: int, dist: str, reps: int, seed: int = 0, *, log_sd: float = 0.015) -> tuple[float, float]:
+    """Student-t interval over ``n`` seeds of the per-seed exponents of ``E + A x^-alpha``
+    (:mod:`dlrepro.scaling.per_seed`): each seed a sweep over :data:`SWEEP_X` with
+    multiplicative noise of ``log_sd`` on the log scale (the default run's seeds differ by
+    1-2% at one fraction), each fitted alone by :func:`dlrepro.scaling.fit.fit_point`."""
+    from dlrepro.scaling.fit import FitOptions, fit_point
+
+    rng = np.random.default_rng(seed)
+    E, A, alpha = SWEEP_LAW
+    clean = E + A * SWEEP_X ** -alpha
+    options = FitOptions(n_resamples=0)
+    est = np.array([[fit_point(SWEEP_X, clean * np.exp(log_sd * noise(rng, dist, len(SWEEP_X))), options)["alpha"]
+                     for _ in range(n)] for _ in range(reps)])
+    half = _t_quantile(n) * est.std(axis=1, ddof=1) / math.sqrt(n)
+    m = est.mean(axis=1)
+    return _covered(m - half, m + half, alpha)
+
+
 @dataclasses.dataclass(frozen=True)
 class Check:
     """One row of the coverage table: a method, the statistic's shape, where the claims
@@ -249,6 +273,8 @@ CHECKS = (
           mean_z, 4000),
     Check("delta method, log scale", "ratio of two means", "linreg.replace_rises (smoke: 200)", 200,
           ratio_log_delta, 4000),
+    Check("Student-t", "mean of per-seed fitted exponents (6-point sweep)", "scaling claims", 3,
+          power_law_seed_t, 200),
     Check("jackknife (normal, jackknife SE)", "log-log slope of n Var/mean^2 vs depth",
           "init curve and width-sweep claims (NTK: 400 initialisations)", 400, curve_slope, 1000),
     Check("BCa bootstrap (not used: for comparison)", "log-log slope of n Var/mean^2 vs depth", "-", 400,

@@ -441,7 +441,7 @@ def claims_inputs():
         + [f"{c}/{f}" for c in width_cells() if "/online/mup/" in c
            for f in ("meta.json", "probe_logits.npy", "probe_labels.npy")],
         "init": [f"{INIT}/{t}.csv" for t in ("shapes", "width_sweep", "training_comparison")],
-        "scaling": [f"{SCALING}/fits.csv"],
+        "scaling": [f"{SCALING}/fits.csv", f"{SCALING}/seed_fits.csv"],
     }
     return {s: tables[s] for s in CLAIM_STAGES if stage_on(s)}
 

@@ -4,7 +4,7 @@
 # runs, loss vs parameter count per parametrization.
 #
 # results/scaling/data/<model>/frac<f>/seed<s>/{data.json, model.pt, eval.json}
-# results/scaling/{data_sweep.csv, fits.csv, fits.json, predictions.csv}
+# results/scaling/{data_sweep.csv, fits.csv, fits.json, predictions.csv, seed_fits.csv}
 
 rule scaling_data_spec:
     """A seeded subset (fraction f) of the real training documents."""
@@ -86,6 +86,7 @@ rule scaling_fits:
         csv=f"{SCALING}/fits.csv",
         json=f"{SCALING}/fits.json",
         predictions=f"{SCALING}/predictions.csv",
+        seed_fits=f"{SCALING}/seed_fits.csv",
     log:
         f"{LOGS}/scaling/fits.log",
     params:
@@ -96,7 +97,8 @@ rule scaling_fits:
         ENV
     shell:
         "python -m dlrepro scaling fit-sweeps --spec {params.spec:q} --out-csv {output.csv:q} "
-        "--out-json {output.json:q} --out-predictions {output.predictions:q} 2> {log:q}"
+        "--out-json {output.json:q} --out-predictions {output.predictions:q} "
+        "--out-seed-fits {output.seed_fits:q} 2> {log:q}"
 
 
 rule scaling_figure:

@@ -116,6 +116,46 @@ def stage_claims(arg: str, page: Path, src: Sources) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _units_to_resolve(c) -> str:
+    """How many units the claim's interval would need if its estimate held (the half-width
+    shrinks as 1/sqrt(units), the t quantile ignored), or why more would not help."""
+    import math
+
+    import re as _re
+
+    if not all(math.isfinite(v) for v in (c.value, c.ci_lo, c.ci_hi)) or c.n_units < 1:
+        return ""
+    bounds = [float(b) for b in _re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", c.expected)]
+    if not bounds:
+        return ""
+    inside = [b for b in bounds if c.ci_lo < b < c.ci_hi]
+    if not inside:
+        return ""
+    b = min(inside, key=lambda v: abs(c.value - v))
+    distance = abs(c.value - b)
+    half = (c.ci_hi - c.value) if b > c.value else (c.value - c.ci_lo)  # the interval's side facing b
+    if distance < 0.1 * half:
+        return "the estimate sits on the rule's boundary: no practical number of units decides it"
+    need = math.ceil(c.n_units * (half / distance) ** 2)
+    return f"about {need} {c.unit.split(' (')[0]} if the estimate held (now {c.n_units})"
+
+
+def open_claims(arg: str, page: Path, src: Sources) -> str:
+    """The run's claims that are not reproduced or not resolved, with their interval, why
+    (the claim's ``scale``) and the units the interval would need."""
+    rows = [c for c in _claims(src.results) if c.verdict != "reproduced"]
+    if not rows:
+        return f"Every claim of the `{_preset(src.results)}` preset's run is reproduced.\n"
+    lines = [f"{len(rows)} claim(s) of the `{_preset(src.results)}` preset's run (`results/claims.csv`):", "",
+             "| claim | verdict | value [95% interval] | rule | units needed | scale and reason |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for c in rows:
+        interval = f"{c.value:.3g} [{c.ci_lo:.3g}, {c.ci_hi:.3g}]"
+        cells = [f"`{c.claim}`", c.verdict, interval, c.expected, _units_to_resolve(c), c.scale]
+        lines.append("| " + " | ".join(str(x).replace("|", "\\|").replace("\n", " ") for x in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _run_time_text(results: Path) -> str:
     from dlrepro.report.provenance import TIMING_FILE
 
@@ -294,6 +334,7 @@ GENERATORS: dict[str, Callable[[str, Path, Sources], str | None]] = {
     "measured-results": measured_results,
     "figure": figure,
     "stage-claims": stage_claims,
+    "open-claims": open_claims,
     "run-time": run_time,
     "config-table": config_table,
     "command": command,

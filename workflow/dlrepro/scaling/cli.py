@@ -18,6 +18,7 @@ Subcommands
 
     scaling sweeps --spec JSON --out-csv fits.csv --out-json fits.json
                    --out-predictions predictions.csv [--save-draws draws.csv]
+                   [--out-seed-fits seed_fits.csv]
 
 ``plot``    log-log figures of data, fitted law and CI band from the outputs::
 
@@ -247,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out-json", required=True, help="fits JSON")
         p.add_argument("--out-predictions", required=True, help="predictions table")
         p.add_argument("--save-draws", default=None, metavar="FILE", help="bootstrap estimates (CSV)")
+        p.add_argument("--out-seed-fits", default=None, metavar="FILE",
+                       help="each seed's own fit of every one-variable sweep with a seed column (CSV; the claims' unit)")
     p = sub.add_parser("plot", help="log-log figure of data, fits and CI bands", formatter_class=_formatter)
     p.add_argument("--fits", required=True, help="fits.json")
     p.add_argument("--predictions", required=True, help="predictions.csv")
@@ -277,8 +280,12 @@ def summary(results) -> str:
 
 
 def _write_outputs(params: ScalingParams, out_json=None, out_csv=None, out_predictions=None, draws=None,
-                   echo: bool = False) -> None:  # fmt: skip
+                   echo: bool = False, out_seed_fits=None) -> None:  # fmt: skip
     fits, record, preds, draws_table, results = run_sweeps(params)
+    if out_seed_fits:
+        from dlrepro.scaling.per_seed import seed_fits_table
+
+        write_csv(out_seed_fits, seed_fits_table(params))
     if echo:
         print(summary(results), flush=True)
     for path, write, obj in ((out_json, write_json, record), (out_csv, write_csv, fits),
@@ -294,7 +301,7 @@ def _run(args: argparse.Namespace) -> int:
         _write_outputs(params, args.out, args.out_csv, args.out_predictions, args.save_draws, echo=True)
     elif args.command in ("sweeps", "fit-sweeps"):
         _write_outputs(ScalingParams.from_json(args.spec), args.out_json, args.out_csv, args.out_predictions,
-                       args.save_draws)  # fmt: skip
+                       args.save_draws, out_seed_fits=args.out_seed_fits)  # fmt: skip
     elif args.command == "plot":
         from dlrepro.scaling.plots import plot_fits
 

@@ -345,6 +345,34 @@ def fit_law(
         return _fit_law(X, y, x_names, y_name, seeds, options, log_context, param_names, rows)
 
 
+def _point_estimate(problem: Problem, options: FitOptions):
+    """The full-data fit: grid starts plus the variable-projection solution, the best
+    optimum polished. Returns ``(best, index of the best start, number of starts,
+    varpro theta, varpro rms)``."""
+    ones = np.ones(len(problem.ly))
+    vp_theta, vp_rms = varpro_fit(problem)
+    starts = np.vstack([problem.screen(ones, options.n_starts), problem.reduce(vp_theta)])
+    if options.solver == "lbfgs":
+        best, best_i = problem.minimize(starts, ones)
+    else:
+        batch = problem.newton_batch(starts, ones)
+        best_i = int(np.argmin(batch.fun))
+        best, _ = problem.minimize(batch.x[best_i][None], ones)  # polish the best optimum
+    return best, best_i, len(starts), vp_theta, vp_rms
+
+
+def fit_point(x: np.ndarray, y: np.ndarray, options: FitOptions = FitOptions()) -> dict[str, float]:
+    """The point estimate ``{E, A, alpha}`` of a one-variable law, as :func:`fit_law`
+    computes it but without its bootstrap, leave-one-out and warnings: what a per-seed
+    fit (:mod:`dlrepro.scaling.per_seed`) and its coverage simulation need, fast."""
+    X = np.asarray(x, dtype=float).reshape(-1, 1)
+    with threadpool_limits(1, user_api="blas"):
+        problem = Problem.from_data(X, np.asarray(y, dtype=float), options)
+        best, *_ = _point_estimate(problem, options)
+        raw = problem.to_raw(problem.expand(best.x))
+    return dict(zip(PARAM_NAMES[1], map(float, raw)))
+
+
 def _fit_law(X, y, x_names, y_name, seeds, options, log_context, param_names, rows) -> FitResult:
     X = np.asarray(X, dtype=float)
     X = X[:, None] if X.ndim == 1 else X
@@ -362,21 +390,12 @@ def _fit_law(X, y, x_names, y_name, seeds, options, log_context, param_names, ro
     shown = dict(zip(names, display_names(x_names, param_names)))
     log = get_logger("scaling", **(log_context or {}))
     problem = Problem.from_data(X, y, options)
-    ones = np.ones(len(y))
 
-    # full-data fit: grid starts plus the variable-projection solution
-    vp_theta, vp_rms = varpro_fit(problem)
-    starts = np.vstack([problem.screen(ones, options.n_starts), problem.reduce(vp_theta)])
-    if options.solver == "lbfgs":
-        best, best_i = problem.minimize(starts, ones)
-    else:
-        batch = problem.newton_batch(starts, ones)
-        best_i = int(np.argmin(batch.fun))
-        best, _ = problem.minimize(batch.x[best_i][None], ones)  # polish the best optimum
+    best, best_i, n_starts, vp_theta, vp_rms = _point_estimate(problem, options)
     theta_hat = problem.expand(best.x)
     raw_hat = problem.to_raw(theta_hat)
     params = dict(zip(names, map(float, raw_hat)))
-    log.info(f"fit {', '.join(x_names)} -> {y_name}: {len(y)} points, {len(starts)} starts; "
+    log.info(f"fit {', '.join(x_names)} -> {y_name}: {len(y)} points, {n_starts} starts; "
              f"{' '.join(f'{shown[n]}={v:.4g}' for n, v in params.items())}")  # fmt: skip
 
     phi_draws, boot = bootstrap(problem, X, best.x, seeds, options, log)
@@ -401,7 +420,7 @@ def _fit_law(X, y, x_names, y_name, seeds, options, log_context, param_names, ro
         n_distinct=len(np.unique(X, axis=0)),
         objective=float(best.fun),
         converged=best.converged,
-        best_start="varpro" if best_i == len(starts) - 1 else "grid",
+        best_start="varpro" if best_i == n_starts - 1 else "grid",
         bootstrap=boot,
         loo=loo,
         varpro={"params": vp_params, "rms_rel_residual": vp_rms},
