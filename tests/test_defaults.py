@@ -87,13 +87,11 @@ def compare(schema: dict, node: dict, values: dict, renames: dict, where: str, n
             continue
         value = values[field]
         if dataclasses.is_dataclass(value) and "properties" in sub:
-            # an object whose default ({}) the validator fills from its properties
+            # an object whose default ({} here) the validator fills from its properties'
+            # defaults; a key the object's default sets overrides its property's
+            given = sub["default"]
             nested = {k: _resolve(v, schema) for k, v in sub["properties"].items()}
-            extra = {k: v for k, v in sub["default"].items()}
-            nested = {k: {**v, "default": extra[k]} if k in extra else v for k, v in nested.items()}
-            unknown = set(extra) - set(nested)
-            if unknown:
-                found.add((f"{where}.{key}", f"{name}.{field} (unknown keys {sorted(unknown)})"))
+            nested = {k: {**v, "default": given[k]} if k in given else v for k, v in nested.items()}
             compared += compare(schema, {"properties": nested}, direct_call_values(type(value), instance=value), {},
                                 f"{where}.{key}", f"{name}.{field}", found)
             continue
