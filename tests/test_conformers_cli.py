@@ -18,7 +18,7 @@ SMILES = ["CCO", "CC(=O)Nc1ccccc1", "OC(=O)c1ccccc1", "CCN(CC)CC", "CC1CCCCC1N",
           "O=C1CCCN1C", "NC(=O)c1cccnc1", "CC(C)Cc1ccc(O)cc1"]
 PREPARE = {"seed": 0, "n_train_molecules": 6, "n_test_molecules": 2, "conformers_per_molecule": 2,
            "min_heavy_atoms": 3, "max_heavy_atoms": 14, "mmff_max_iters": 50}
-TRAIN = {"epochs": 2, "batch_size": 4, "warmup_steps": 1, "model": {"hidden": 16, "layers": 2},
+TRAIN = {"epochs": 2, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "model": {"hidden": 16, "layers": 2},
          "diffusion": {"steps": 8}, "compute": {"accelerator": "cpu", "num_threads": 1,
                                                 "checkpoint_every_n_steps": 2, "log_every_n_steps": 2}}
 SAMPLE = {"batch_size": 8, "accelerator": "cpu", "num_threads": 1}

@@ -1,21 +1,22 @@
 """Every default has one home. Where a config block is passed to a stage's command as its
 ``--params`` and the command's parameter class has defaults of its own, the two homes
 must agree: the schema's default is what the workflow runs, the class's is what a direct
-call (a test, a user at the command line, the planner's probe) gets. Known differences are
-listed below with what each would take to remove; the test fails on a new difference and
-on a listed one that has gone (remove it from the list). The planner keeps no copies (see
-tests/test_plan.py::test_the_plan_follows_the_width_stages_own_defaults)."""
+call (a test, a user at the command line, the planner's probe) gets. There is no list of
+tolerated differences: a new one fails. Compared is what a direct call gets, the instance
+the class builds without arguments (so a default its ``__post_init__`` resolves, like the
+VAE's ``epochs``, counts as resolved), field by field into nested parameter classes (the
+schema's ``{}`` for an object is its properties' defaults). The planner keeps no copies
+(see tests/test_plan.py::test_the_plan_follows_the_width_stages_own_defaults)."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
 
-import pytest
-
 from dlrepro.config import _resolve, load_schema
 
-# config block -> parameter class that takes it as --params (module:Class), key renames
+# config block -> parameter class that takes it as --params (module:Class), key renames,
+# and optionally how the instance a direct call gets is built (default: Class())
 PAIRS = [
     ("collapse.optim", "dlrepro.collapse.params:OptimConfig", {}),
     ("collapse.sampling", "dlrepro.collapse.params:SamplingParams", {}),
@@ -23,7 +24,9 @@ PAIRS = [
     ("collapse.models[]", "dlrepro.collapse.params:ModelParams", {}),
     ("width.coord_check", "dlrepro.width.coord_check:CoordCheckSection", {}),
     ("data.text", "dlrepro.data.text:TextSettings", {}),
-    ("data.images", "dlrepro.data.images:ImageSettings", {"mnist_source": "source"}),
+    # mnist_source is the source of MNIST's settings (CIFAR-10 has only "official")
+    ("data.images", "dlrepro.data.images:ImageSettings", {"mnist_source": "source"},
+     lambda cls: cls().for_dataset("mnist")),
     ("init.fluctuations", "dlrepro.init.fluctuations:FluctuationParams", {}),
     ("init.ntk", "dlrepro.init.ntk:NTKParams", {}),
     ("init.width_sweep", "dlrepro.init.sweep:WidthSweepParams", {}),
@@ -42,24 +45,6 @@ PAIRS = [
     ("scaling.fit", "dlrepro.scaling.sweeps:ScalingParams", {}),
 ]
 
-# (config key, class field): the schema and the class disagree. To remove one, give the
-# class the schema's value (checking the tests that call the class without the key), or,
-# where the class's value means something else, say so here.
-KNOWN_DIFFERENCES = {
-    ("init.ntk.depths", "NTKParams.depths"),
-    ("init.width_sweep.chunk_size", "WidthSweepParams.chunk_size"),  # speed only
-    ("vae.train.epochs", "TrainParams.epochs"),  # None: the class's default_epochs, unless max_steps
-    ("vae.classifier.epochs", "ClassifierParams.epochs"),  # idem
-    ("data.images.mnist_source", "ImageSettings.source"),  # the rule passes the config's source
-    ("conformers.prepare.n_train_molecules", "PrepareParams.n_train_molecules"),
-    ("conformers.prepare.n_test_molecules", "PrepareParams.n_test_molecules"),
-    ("conformers.prepare.conformers_per_molecule", "PrepareParams.conformers_per_molecule"),
-    ("conformers.train.model", "TrainParams.model"),  # {} in the schema: the class's EGNNConfig
-    ("conformers.train.diffusion", "TrainParams.diffusion"),  # {} in the schema: its DiffusionConfig
-    ("conformers.train.epochs", "TrainParams.epochs"),
-    ("conformers.train.lr", "TrainParams.lr"),
-}
-
 
 def schema_node(schema: dict, path: str) -> dict:
     node = schema
@@ -70,43 +55,68 @@ def schema_node(schema: dict, path: str) -> dict:
     return _resolve(node, schema)
 
 
-def class_default(f: dataclasses.Field):
-    if f.default is not dataclasses.MISSING:
-        value = f.default
-    elif f.default_factory is not dataclasses.MISSING:
-        value = f.default_factory()
-    else:
-        return dataclasses.MISSING
-    return list(value) if isinstance(value, tuple) else value
+def direct_call_values(cls, make=None, instance=None) -> dict:
+    """Field name -> the value a call without that key gets (tuples as lists); a field
+    without a default is left out."""
+    if instance is None:
+        try:
+            instance = make(cls) if make else cls()
+        except TypeError:  # a required field: the declared defaults, unresolved
+            instance = None
+    out = {}
+    for f in dataclasses.fields(cls):
+        if instance is not None:
+            value = getattr(instance, f.name)
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def compare(schema: dict, node: dict, values: dict, renames: dict, where: str, name: str,
+            found: set) -> int:
+    compared = 0
+    for key, sub in node.get("properties", {}).items():
+        sub = _resolve(sub, schema)
+        field = renames.get(key, key)
+        if field not in values or "default" not in sub:
+            continue
+        value = values[field]
+        if dataclasses.is_dataclass(value) and "properties" in sub:
+            # an object whose default ({} here) the validator fills from its properties'
+            # defaults; a key the object's default sets overrides its property's
+            given = sub["default"]
+            nested = {k: _resolve(v, schema) for k, v in sub["properties"].items()}
+            nested = {k: {**v, "default": given[k]} if k in given else v for k, v in nested.items()}
+            compared += compare(schema, {"properties": nested}, direct_call_values(type(value), instance=value), {},
+                                f"{where}.{key}", f"{name}.{field}", found)
+            continue
+        compared += 1
+        if value != sub["default"]:
+            found.add((f"{where}.{key}", f"{name}.{field}"))
+    return compared
 
 
 def differences() -> tuple[set, int]:
     schema = load_schema()
     found, compared = set(), 0
-    for path, target, renames in PAIRS:
+    for path, target, renames, *make in PAIRS:
         module, name = target.split(":")
         cls = getattr(importlib.import_module(module), name)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for key, sub in schema_node(schema, path).get("properties", {}).items():
-            field = fields.get(renames.get(key, key))
-            if field is None or "default" not in sub:
-                continue
-            default = class_default(field)
-            if default is dataclasses.MISSING:
-                continue
-            compared += 1
-            if default != sub["default"]:
-                found.add((f"{path.removesuffix('[]')}.{key}", f"{name}.{field.name}"))
+        values = direct_call_values(cls, *make)
+        compared += compare(schema, schema_node(schema, path), values, renames, path.removesuffix("[]"), name,
+                            found)
     return found, compared
 
 
 def test_the_schema_and_the_parameter_classes_agree_on_defaults():
     found, compared = differences()
     assert compared > 150  # every pair was read
-    new = sorted(found - KNOWN_DIFFERENCES)
-    assert not new, f"defaults that differ between the schema and the code (one home: align them): {new}"
-    gone = sorted(KNOWN_DIFFERENCES - found)
-    assert not gone, f"no longer different, remove from KNOWN_DIFFERENCES: {gone}"
+    assert not found, f"defaults that differ between the schema and the code (one home: align them): {sorted(found)}"
 
 
 def test_a_changed_default_is_found(monkeypatch):
@@ -120,3 +130,26 @@ def test_a_changed_default_is_found(monkeypatch):
     monkeypatch.setattr(params, "OptimConfig", Drifted)
     found, _ = differences()
     assert ("collapse.optim.lr", "OptimConfig.lr") in found
+
+
+def test_resolved_nested_and_renamed_defaults_are_compared(monkeypatch):
+    """A default that __post_init__ resolves, one inside a nested parameter class, and a
+    renamed key's: each drift is reported."""
+    from dlrepro.conformers import module
+    from dlrepro.conformers.egnn import EGNNConfig
+    from dlrepro.data import images
+    from dlrepro.vae import cli as vae_cli
+
+    @dataclasses.dataclass
+    class Drifted(module.TrainParams):
+        model: EGNNConfig = dataclasses.field(default_factory=lambda: EGNNConfig(hidden=7))
+
+    monkeypatch.setattr(vae_cli.TrainParams, "default_epochs", 5.0)
+    monkeypatch.setattr(module, "TrainParams", Drifted)
+    monkeypatch.setitem(images.DEFAULT_SOURCE, "mnist", "official")
+    found, _ = differences()
+    assert found == {
+        ("vae.train.epochs", "TrainParams.epochs"),
+        ("conformers.train.model.hidden", "TrainParams.model.hidden"),
+        ("data.images.mnist_source", "ImageSettings.source"),
+    }

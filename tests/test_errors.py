@@ -40,8 +40,7 @@ def test_a_key_error_from_a_bug_is_not_reported_as_bad_input(monkeypatch, capsys
 @pytest.mark.parametrize("exc", [ValueError("a bug's ValueError"), FileNotFoundError(2, "gone", "x.npy"),
                                  KeyError("k")], ids=["value", "file", "key"])
 def test_non_user_errors_propagate_from_every_command(exc, monkeypatch):
-    """Only UserError is caught (and, for width only, ValueError until that package raises
-    UserError: dlrepro.commands.VALUEERROR_IS_USER_ERROR_UNTIL_MIGRATED)."""
+    """Only UserError is caught, by every command (width's included)."""
     import dlrepro.linreg
 
     def fail(argv):
@@ -104,6 +103,50 @@ def test_a_bug_shows_its_traceback_through_python_m_dlrepro(tmp_path):
     assert proc.returncode != 0
     assert "Traceback (most recent call last)" in proc.stderr
     assert "in lookup" in proc.stderr and "KeyError: 'no such key'" in proc.stderr
+
+
+WIDTH_RUN = ["width", "run", "--params", "{}", "--model", "mlp", "--parametrization", "sp", "--width", "8",
+             "--arm", "online", "--data-dir", "nowhere", "--out-dir", "cell", "--ckpt-dir", "ckpt"]
+
+
+def value_error_deep_inside(*args, **kwargs):
+    """A programming error's ValueError two calls down (as a bad int() or unpacking raises)."""
+    def parse():
+        return int("not a number")
+
+    return parse()
+
+
+def test_a_value_error_from_a_bug_in_the_width_command_is_not_bad_input(monkeypatch, capsys, tmp_path):
+    """The width command reports only its UserErrors in one line (its bad data folder here);
+    a ValueError from a bug inside its params checks propagates, printed as nothing else."""
+    import dlrepro.width.params as wparams
+
+    monkeypatch.chdir(tmp_path)
+    assert run(WIDTH_RUN) == 1  # the data folder is bad input, found by the MNIST task
+    assert capsys.readouterr().err.strip().endswith("MNIST folder nowhere lacks train_images.npy")
+    monkeypatch.setattr(wparams, "is_int", value_error_deep_inside)
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        run(WIDTH_RUN)
+    assert "error" not in capsys.readouterr().err
+
+
+def test_a_width_bug_shows_its_traceback_through_python_m_dlrepro(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import dlrepro.width.params
+        from tests.test_errors import WIDTH_RUN, value_error_deep_inside
+        dlrepro.width.params.is_int = value_error_deep_inside
+        from dlrepro.__main__ import main
+        sys.exit(main(WIDTH_RUN))
+    """)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "workflow")}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback (most recent call last)" in proc.stderr and "in parse" in proc.stderr
+    assert "ValueError: invalid literal for int()" in proc.stderr and "error:" not in proc.stderr
 
 
 def test_the_scaling_scripts_report_only_user_errors(monkeypatch, capsys):

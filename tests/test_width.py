@@ -490,3 +490,26 @@ def test_cli_end_to_end_with_figures(tmp_path, mnist_dir):
         main(["run", "--params", '{"stpes": 3}', "--model", "mlp", "--parametrization", "sp", "--width", "8",
               "--arm", "online", "--data-dir", str(mnist_dir), "--out-dir", str(tmp_path / "x"),
               "--ckpt-dir", str(tmp_path / "y")])
+
+
+def test_plot_checks_the_table_it_is_given(tmp_path, capsys):
+    """``width plot --csv``: a missing, empty or foreign table is the user's input, reported
+    in one line (dlrepro.width.cli.read_table), before any plotting."""
+    from dlrepro.commands import run
+    from dlrepro.width.coord_check import COORD_COLUMNS
+
+    def plot(kind, csv, *extra):
+        status = run(["width", "plot", "--kind", kind, "--csv", str(csv), "--out", str(tmp_path / "fig"), *extra])
+        return status, capsys.readouterr().err.strip().splitlines()[-1]
+
+    foreign, empty, coords = tmp_path / "foreign.csv", tmp_path / "empty.csv", tmp_path / "coords.csv"
+    foreign.write_text("a,b\n1,2\n")
+    empty.write_text("")
+    pd.DataFrame([{c: 0 for c in COORD_COLUMNS} | {"model": "mlp"}]).to_csv(coords, index=False)
+    for args, expected in ((("curves", tmp_path / "none.csv"), "no such file"),
+                           (("curves", empty), "not a CSV table"),
+                           (("agreement", foreign), "the agreement table lacks columns"),
+                           (("coord_check", coords, "--model", "lm"), "no rows of model 'lm'; the table has ['mlp']")):
+        status, last = plot(*args)
+        assert status == 1 and last.startswith("python -m dlrepro width: error: --csv") and expected in last, last
+    assert not list(tmp_path.glob("fig*"))

@@ -56,12 +56,6 @@ def overview() -> str:
     return "\n".join(lines)
 
 
-# Commands whose bad input still raises ValueError rather than dlrepro.errors.UserError:
-# for these only, a ValueError is reported in one line too. Remove an entry when its
-# package raises UserError (dlrepro.width: its params checks, owned by the width stage).
-VALUEERROR_IS_USER_ERROR_UNTIL_MIGRATED: frozenset[str] = frozenset({"width"})
-
-
 def run(argv: list[str]) -> int:
     """Run the command ``argv`` in this process. A :class:`dlrepro.errors.UserError` ends in
     one line on stderr and status 1; any other exception keeps its traceback."""
@@ -70,20 +64,5 @@ def run(argv: list[str]) -> int:
         print(f"dlrepro: unknown command {name!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     main = importlib.import_module(COMMANDS[name].module).main
-    if name in VALUEERROR_IS_USER_ERROR_UNTIL_MIGRATED:
-        main = _value_errors_as_user_errors(main)
     return report_user_errors(f"{PROG} {name}", main, rest)
 
-
-def _value_errors_as_user_errors(main):
-    from dlrepro.errors import UserError
-
-    def wrapped(argv):
-        try:
-            return main(argv)
-        except UserError:
-            raise
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
-
-    return wrapped

@@ -44,7 +44,7 @@ from typing import Any, Iterable
 import yaml
 from jsonschema import Draft202012Validator, ValidationError, validators
 
-from dlrepro.errors import ConfigError  # noqa: F401 (raised here; imported from here by callers)
+from dlrepro.errors import ConfigError, UserError  # noqa: F401 (ConfigError: raised here; imported from here by callers)
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
@@ -455,7 +455,7 @@ def _width_checks(width: dict[str, Any]) -> None:
             continue
         try:
             params = train_params(model, section["train"], f"width.{model}.train")
-        except ValueError as exc:
+        except UserError as exc:
             raise ConfigError(_width_message(exc)) from None
         for arm, names in (section["arms"] or {}).items():
             for p in names or width["parametrizations"]:
@@ -473,7 +473,7 @@ def _width_checks(width: dict[str, Any]) -> None:
                 )
     try:
         StageParams.from_dict(width, where="width")
-    except ValueError as exc:
+    except UserError as exc:
         raise ConfigError(_width_message(exc)) from None
 
 

@@ -77,9 +77,9 @@ class PrepareParams:
     """``conformers.data``: real conformers from SMILES (the ``smoke``/``default`` presets)."""
 
     seed: int = 0
-    n_train_molecules: int = 160
-    n_test_molecules: int = 40
-    conformers_per_molecule: int = 3  # K
+    n_train_molecules: int = 60
+    n_test_molecules: int = 20
+    conformers_per_molecule: int = 2  # K
     min_heavy_atoms: int = 4
     max_heavy_atoms: int = 18
     mmff_max_iters: int = 200

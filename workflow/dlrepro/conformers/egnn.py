@@ -38,8 +38,8 @@ from dlrepro.conformers.dataset import ATOM_FEATURES, EDGE_FEATURES
 
 @dataclass
 class EGNNConfig:
-    hidden: int = 64
-    layers: int = 4
+    hidden: int = 48
+    layers: int = 3
 
     def __post_init__(self) -> None:
         require_positive_int(self, "hidden", "layers")

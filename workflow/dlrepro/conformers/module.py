@@ -27,10 +27,10 @@ class TrainParams:
 
     model: EGNNConfig = field(default_factory=EGNNConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    epochs: float = 40.0  # every generation, whatever its pool size (accumulate's compute grows)
+    epochs: float = 30.0  # every generation, whatever its pool size (accumulate's compute grows)
     max_steps: int | None = None  # if set: this many optimiser steps every generation, not epochs
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 20
     compute: dict = field(default_factory=dict)  # dlrepro.training.TrainSettings fields

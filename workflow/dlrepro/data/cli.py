@@ -80,7 +80,7 @@ def main(argv: list[str]) -> int:
         elif args.cmd == "prepare-images":
             from dlrepro.data.images import ImageSettings, prepare_images
 
-            settings = parse_params(args.params, ImageSettings)
+            settings = parse_params(args.params, ImageSettings).for_dataset(args.dataset)
             subset = "test-only" if settings.source == "test-file" else "all"
             prepare_images(args.dataset, _sources(args.dataset, args.raw_dir, subset), settings, args.out_dir)
     except UserError as exc:  # DownloadError, DataError, unknown names, --params

@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import struct
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +27,28 @@ from dlrepro.io import save_npy, sha256_file, write_json
 from dlrepro.log import get_logger
 
 
+# the split each image set gets when ``source`` is not given: MNIST's is the default of
+# ``data.images.mnist_source`` (tests/test_defaults.py holds the two together); CIFAR-10
+# has only its official split
+DEFAULT_SOURCE = {"mnist": "test-file", "cifar10": "official"}
+
+
 @dataclass
 class ImageSettings:
-    source: str = "official"  # "official" | "test-file" (MNIST only)
+    """``data.images`` as one image set's preparation takes it: the workflow passes
+    ``source`` (``data.images.mnist_source`` for MNIST, ``official`` otherwise); a direct
+    call may leave it out and gets the set's :data:`DEFAULT_SOURCE`."""
+
+    source: str | None = None  # "official" | "test-file" (MNIST only); None: DEFAULT_SOURCE
     test_fraction: float = 0.2  # for "test-file"
     max_train: int | None = None
     seed: int = 0
+
+    def for_dataset(self, dataset: str) -> ImageSettings:
+        """These settings with ``source`` filled in for ``dataset``."""
+        if self.source is not None:
+            return self
+        return replace(self, source=DEFAULT_SOURCE.get(dataset, "official"))
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -86,6 +102,7 @@ def prepare_images(
 ) -> dict:
     log = get_logger("data", dataset=dataset)
     out_dir = Path(out_dir)
+    settings = settings.for_dataset(dataset)
     if dataset == "mnist":
         test = (read_idx(sources["t10k-images-idx3-ubyte.gz"]), read_idx(sources["t10k-labels-idx1-ubyte.gz"]))
         if settings.source == "test-file":

@@ -58,7 +58,7 @@ class NTKParams:
 
     inits: list[str] = field(default_factory=lambda: ["gaussian", "orthogonal"])
     widths: list[int] = field(default_factory=lambda: [32])
-    depths: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 12, 16, 24, 32])
+    depths: list[int] = field(default_factory=lambda: [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64])
     n_inits: int = 400
     input_dim: int | None = None  # None: equal to the width
     input_kernel: float = 1.0

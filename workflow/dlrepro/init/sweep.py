@@ -57,7 +57,7 @@ class WidthSweepParams:
     c_w: float = 1.0
     c_b: float = 0.0
     seed: int = 0
-    chunk_size: int = 2000
+    chunk_size: int = 1000
     dtype: str = "float64"
     device: str = "cpu"
 

@@ -69,6 +69,7 @@ from scipy.special import log_softmax
 from scipy.stats import linregress
 
 from dlrepro.claims import t_interval
+from dlrepro.errors import InputFileError, ParamsError
 from dlrepro.io import load_npy, read_json
 from dlrepro.log import get_logger
 from dlrepro.width.optimum import REACH, near_edge, quadratic_optimum  # noqa: F401  (re-exported)
@@ -112,17 +113,17 @@ def read_cell(path: str | Path) -> Cell:
     path = Path(path)
     for name in ("meta.json", "probe_logits.npy", "probe_labels.npy"):
         if not (path / name).exists():
-            raise ValueError(f"{path} is not a width cell: it lacks {name}")
+            raise InputFileError(f"{path} is not a width cell: it lacks {name}")
     meta = read_json(path / "meta.json")
     logits, labels = load_npy(path / "probe_logits.npy"), load_npy(path / "probe_labels.npy")
     if logits.ndim != 4 or logits.shape[:2] != (len(meta["seeds"]), len(meta["eval_steps"])) \
             or logits.shape[2] != len(labels):
-        raise ValueError(f"{path}: probe_logits shape {logits.shape} does not match its meta "
+        raise InputFileError(f"{path}: probe_logits shape {logits.shape} does not match its meta "
                          f"({len(meta['seeds'])} seeds, {len(meta['eval_steps'])} steps, {len(labels)} labels)")
     data = path / "probe_logits_data.npy"
     data_logits = load_npy(data) if data.exists() else None
     if data_logits is not None and data_logits.shape[1:] != logits.shape[1:]:
-        raise ValueError(f"{path}: probe_logits_data shape {data_logits.shape} does not match probe_logits "
+        raise InputFileError(f"{path}: probe_logits_data shape {data_logits.shape} does not match probe_logits "
                          f"{logits.shape}")
     return Cell(path, meta, logits, labels, data_logits)
 
@@ -138,15 +139,15 @@ def grouped_cells(paths) -> dict[tuple[str, str, str], list[Cell]]:
         cells.sort(key=lambda c: c.meta["width"])
         widths = [c.meta["width"] for c in cells]
         if len(set(widths)) != len(widths):
-            raise ValueError(f"group {key} has two cells of the same width: {[str(c.path) for c in cells]}")
+            raise InputFileError(f"group {key} has two cells of the same width: {[str(c.path) for c in cells]}")
         first = cells[0]
         for c in cells[1:]:
             for what in ("eval_steps", "seeds"):
                 if c.meta[what] != first.meta[what]:
-                    raise ValueError(f"cells {first.path} and {c.path} have different {what}: "
+                    raise InputFileError(f"cells {first.path} and {c.path} have different {what}: "
                                      f"{first.meta[what]} vs {c.meta[what]}")
             if not np.array_equal(c.labels, first.labels):
-                raise ValueError(f"cells {first.path} and {c.path} have different probe sets")
+                raise InputFileError(f"cells {first.path} and {c.path} have different probe sets")
     return dict(sorted(groups.items()))
 
 
@@ -156,14 +157,17 @@ def merge_tables(paths, name: str) -> pd.DataFrame:
         raise ValueError(f"name must be one of {list(TABLES)}, got {name!r}")
     # a cell without sweep runs (a parametrization outside lr_sweep_parametrizations) has an
     # empty lr_sweep.csv: left out, or it would turn every column into objects
+    for p in paths:
+        if not (Path(p) / name).is_file():
+            raise InputFileError(f"{p} is not a width cell: it lacks {name}")
     frames = [f for f in (pd.read_csv(Path(p) / name) for p in paths) if len(f)]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TABLES[name])
     missing = [c for c in TABLES[name] if c not in table.columns]
     if missing:
-        raise ValueError(f"{name} of the cells lacks columns {missing}")
+        raise InputFileError(f"{name} of the cells lacks columns {missing}")
     keys = ["model", "arm", "parametrization", "width", "seed", "lr"] + (["step"] if name == "curves.csv" else [])
     if table.duplicated(keys).any():
-        raise ValueError(f"{name}: some cells overlap (duplicate {keys})")
+        raise InputFileError(f"{name}: some cells overlap (duplicate {keys})")
     return table[TABLES[name]].sort_values(keys, kind="stable").reset_index(drop=True)
 
 
@@ -187,10 +191,10 @@ def _sweep_cube(group: pd.DataFrame) -> tuple[list, list, list, np.ndarray]:
 
 def _with_loss(sweep: pd.DataFrame, metric: str) -> pd.DataFrame:
     if metric not in ("train_loss", "test_loss"):
-        raise ValueError(f"metric must be 'train_loss' or 'test_loss', got {metric!r}")
+        raise ParamsError(f"metric must be 'train_loss' or 'test_loss', got {metric!r}")
     missing = [c for c in LR_SWEEP_COLUMNS if c not in sweep.columns]
     if missing:
-        raise ValueError(f"lr-sweep table lacks columns {missing}")
+        raise InputFileError(f"lr-sweep table lacks columns {missing}")
     loss = sweep[metric].where(np.isfinite(sweep[metric]) & (sweep["diverged"] == 0), np.inf)
     return sweep.assign(loss=loss)
 

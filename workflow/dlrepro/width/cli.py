@@ -30,6 +30,10 @@ Subcommands (every output is written atomically):
 
 Column lists of every table: :mod:`dlrepro.width.runs`, :mod:`dlrepro.width.coord_check` and
 :mod:`dlrepro.width.analysis`.
+
+Bad input (``--params``, a width, a data folder, a cell or table file) raises
+:class:`dlrepro.errors.UserError` where it is detected (``python -m dlrepro`` prints it in
+one line); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dlrepro.errors import InputFileError
 from dlrepro.io import write_csv
 from dlrepro.log import get_logger
 from dlrepro.parametrization import PARAMETRIZATIONS
@@ -110,10 +115,36 @@ def cmd_ensembles(args) -> int:
     return 0
 
 
+def read_table(path: str, kind: str, model: str | None = None) -> pd.DataFrame:
+    """The ``--csv`` table of a figure of ``kind``: a user's file, checked here (a missing
+    file, no rows, a missing column, no rows of ``model``: :class:`InputFileError`)."""
+    from dlrepro.width.analysis import AGREEMENT_COLUMNS, ENSEMBLE_COLUMNS
+    from dlrepro.width.coord_check import COORD_COLUMNS
+    from dlrepro.width.runs import CURVE_COLUMNS, LR_SWEEP_COLUMNS
+
+    columns = {"curves": CURVE_COLUMNS, "lr_sweep": LR_SWEEP_COLUMNS, "coord_check": COORD_COLUMNS,
+               "agreement": AGREEMENT_COLUMNS, "ensembles": ENSEMBLE_COLUMNS}[kind]
+    if not Path(path).is_file():
+        raise InputFileError(f"--csv {path}: no such file")
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"--csv {path}: not a CSV table ({exc})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputFileError(f"--csv {path}: the {kind} table lacks columns {missing}")
+    if table.empty:
+        raise InputFileError(f"--csv {path}: the {kind} table is empty")
+    if model is not None and model not in set(table["model"]):
+        raise InputFileError(f"--csv {path}: no rows of model {model!r}; the table has "
+                             f"{sorted(table['model'].unique())}")
+    return table
+
+
 def cmd_plot(args) -> int:
     from dlrepro.width import plots
 
-    table = pd.read_csv(args.csv)
+    table = read_table(args.csv, args.kind, args.model if args.kind == "coord_check" else None)
     if args.kind == "coord_check":
         plots.plot_coord_check(table, args.out, model=args.model)
     elif args.kind == "lr_sweep":

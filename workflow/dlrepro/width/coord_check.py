@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dlrepro.errors import ParamsError, UserError
 from dlrepro.parametrization import PARAMETRIZATIONS
 from dlrepro.width.params import ARMS, CNN_DATASETS, MODELS, is_int, require, check_width, train_params
 from dlrepro.width.tasks import make_task
@@ -67,11 +68,11 @@ class StageParams:
     def from_dict(cls, raw: dict, where: str = "--params") -> "StageParams":
         def check_keys(d, klass, w):
             if not isinstance(d, dict):
-                raise ValueError(f"{w} must be a JSON object, got {d!r}")
+                raise ParamsError(f"{w} must be a JSON object, got {d!r}")
             known = [f.name for f in fields(klass)]
             for key in d:
                 if key not in known:
-                    raise ValueError(f"unknown key {w}.{key!r}; known keys: {known}")
+                    raise ParamsError(f"unknown key {w}.{key!r}; known keys: {known}")
 
         check_keys(raw, cls, where)
         kwargs = dict(raw)
@@ -79,7 +80,7 @@ class StageParams:
             if raw.get(model) is not None:
                 check_keys(raw[model], ModelSection, f"{where}.{model}")
                 if "widths" not in raw[model]:
-                    raise ValueError(f"{where}.{model}.widths is required")
+                    raise ParamsError(f"{where}.{model}.widths is required")
                 kwargs[model] = ModelSection(**raw[model])
         if "coord_check" in raw:
             check_keys(raw["coord_check"], CoordCheckSection, f"{where}.coord_check")
@@ -161,13 +162,13 @@ def run_coord_check(stage: StageParams, data_dirs: dict[str, str | Path]) -> pd.
     frames = []
     for model in cc.models:
         if model not in data_dirs or data_dirs[model] is None:
-            raise ValueError(f"coord-check of model {model!r} needs its data folder")
+            raise UserError(f"coord-check of model {model!r} needs its data folder")
         section = stage.section(model)
         params = train_params(model, section.train, f"params.{model}.train")
         task = make_task(model, params, data_dirs[model], "online")
         x, y = task.train_eval
         if cc.batch_size > len(x):
-            raise ValueError(f"coord_check.batch_size={cc.batch_size} exceeds n_train_eval={len(x)} of {model}")
+            raise ParamsError(f"coord_check.batch_size={cc.batch_size} exceeds n_train_eval={len(x)} of {model}")
         torch.set_num_threads(int(params.compute.get("num_threads") or 1))
         for seed in cc.seeds:
             for p in stage.parametrizations_of(model):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from dlrepro.errors import ParamsError
 from dlrepro.parametrization import PARAMETRIZATIONS
 
 MODELS = ("mlp", "lm", "cnn")
@@ -37,9 +38,9 @@ def is_int(value) -> bool:
 
 
 def require(ok: bool, where: str, value) -> None:
-    """Raise the config error ``invalid <where>: <value>`` unless ``ok``."""
+    """Raise the params error ``invalid <where>: <value>`` unless ``ok``."""
     if not ok:
-        raise ValueError(f"invalid {where}: {value!r}")
+        raise ParamsError(f"invalid {where}: {value!r}")
 
 
 @dataclass
@@ -89,11 +90,11 @@ class TrainParams:
     @classmethod
     def from_dict(cls, raw: dict, where: str = "--params") -> "TrainParams":
         if not isinstance(raw, dict):
-            raise ValueError(f"{where} must be a JSON object, got {type(raw).__name__}")
+            raise ParamsError(f"{where} must be a JSON object, got {type(raw).__name__}")
         known = [f.name for f in fields(cls)]
         for key in raw:
             if key not in known:
-                raise ValueError(f"unknown key {where}.{key!r} for {cls.__name__}; known keys: {known}")
+                raise ParamsError(f"unknown key {where}.{key!r} for {cls.__name__}; known keys: {known}")
         params = cls(**raw)
         params.validate(where)
         return params
@@ -144,12 +145,12 @@ class TrainParams:
         require(isinstance(self.compute, dict), f"{where}.compute (an object)", self.compute)
         bad = sorted(set(self.compute) & set(FORBIDDEN_COMPUTE))
         if bad:
-            raise ValueError(f"{where}.compute.{bad[0]} is set by the width stage (seed, steps and "
+            raise ParamsError(f"{where}.compute.{bad[0]} is set by the width stage (seed, steps and "
                              "gradient clipping are part of the experiment); remove it")
 
     def lr_for(self, parametrization: str) -> float:
         if parametrization not in self.lr:
-            raise ValueError(f"params.lr has no learning rate for parametrization {parametrization!r} "
+            raise ParamsError(f"params.lr has no learning rate for parametrization {parametrization!r} "
                              f"(has {sorted(self.lr)})")
         return float(self.lr[parametrization])
 
@@ -234,14 +235,14 @@ PARAMS_CLASSES: dict[str, type[TrainParams]] = {"mlp": MLPParams, "lm": LMParams
 def train_params(model: str, raw: dict, where: str = "--params") -> TrainParams:
     """The training params of ``model`` (``mlp``, ``lm`` or ``cnn``) from a JSON object."""
     if model not in PARAMS_CLASSES:
-        raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
+        raise ParamsError(f"model must be one of {list(MODELS)}, got {model!r}")
     return PARAMS_CLASSES[model].from_dict(raw, where)
 
 
 def check_width(model: str, params: TrainParams, width) -> None:
     require(is_int(width) and width >= 1, "width (a positive int)", width)
     if model == "lm" and width % params.head_dim:
-        raise ValueError(f"width {width} is not a multiple of head_dim={params.head_dim}")
+        raise ParamsError(f"width {width} is not a multiple of head_dim={params.head_dim}")
 
 
 def eval_steps(total: int, points: int) -> list[int]:

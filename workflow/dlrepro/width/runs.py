@@ -90,6 +90,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from dlrepro.errors import ParamsError
 from dlrepro.io import read_json, save_npy, write_csv, write_json
 from dlrepro.log import get_logger
 from dlrepro.parametrization import PARAMETRIZATIONS
@@ -397,7 +398,7 @@ def run_cell(model: str, params: TrainParams, parametrization: str, width: int, 
     """Train every member of one (model, parametrization, width, arm) and write the cell's
     part-tables into ``out_dir`` (module docstring); returns the cell's meta."""
     if parametrization not in PARAMETRIZATIONS:
-        raise ValueError(f"parametrization must be one of {list(PARAMETRIZATIONS)}, got {parametrization!r}")
+        raise ParamsError(f"parametrization must be one of {list(PARAMETRIZATIONS)}, got {parametrization!r}")
     check_width(model, params, width)
     params.lr_for(parametrization)
     tag = {"model": model, "param": parametrization, "width": width, "arm": arm}

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dlrepro.errors import InputFileError, ParamsError
 from dlrepro.io import read_json, sha256_file
 from dlrepro.log import get_logger
 from dlrepro.width.params import ARMS, MODELS, LMParams, MLPParams, TrainParams
@@ -87,36 +88,36 @@ class MnistTask:
         from dlrepro.io import load_npy
 
         if arm not in ARMS:
-            raise ValueError(f"arm must be one of {list(ARMS)}, got {arm!r}")
+            raise ParamsError(f"arm must be one of {list(ARMS)}, got {arm!r}")
         self.params, self.arm, self.data_dir = params, arm, Path(data_dir)
         arrays = {}
         for split in ("train", "test"):
             for kind in ("images", "labels"):
                 path = self.data_dir / f"{split}_{kind}.npy"
                 if not path.exists():
-                    raise ValueError(f"MNIST folder {self.data_dir} lacks {path.name}")
+                    raise InputFileError(f"MNIST folder {self.data_dir} lacks {path.name}")
                 arrays[f"{split}_{kind}"] = load_npy(path)
         for split in ("train", "test"):
             images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
             if images.ndim != 4 or labels.shape != (len(images),):
-                raise ValueError(f"{self.data_dir}: {split}_images must be (N, C, H, W) with one label "
+                raise InputFileError(f"{self.data_dir}: {split}_images must be (N, C, H, W) with one label "
                                  f"each, got {images.shape} and {labels.shape}")
         self.train_images, self.train_labels = arrays["train_images"], arrays["train_labels"]
         self.test_images, self.test_labels = arrays["test_images"], arrays["test_labels"]
         _, c, h, w = self.train_images.shape
         p = params.pool
         if h % p or w % p:
-            raise ValueError(f"pool={p} does not divide the image size {h}x{w}")
+            raise ParamsError(f"pool={p} does not divide the image size {h}x{w}")
         for name, n, have in (("n_test", params.n_test, len(self.test_images)),
                               ("n_offline", params.n_offline, len(self.train_images)),
                               ("n_train_eval", params.n_train_eval, len(self.train_images))):
             if n > have:
-                raise ValueError(f"{name}={n} exceeds the {have} images in {self.data_dir}")
+                raise ParamsError(f"{name}={n} exceeds the {have} images in {self.data_dir}")
         self.in_dim = c * (h // p) * (w // p)
         self.n_classes = int(max(self.train_labels.max(), self.test_labels.max())) + 1
         self.mean, self.std = _pixel_stats(self.train_images)
         if not self.std > 0:
-            raise ValueError(f"{self.data_dir}: the training images are constant")
+            raise InputFileError(f"{self.data_dir}: the training images are constant")
 
         n_train = len(self.train_images)
         self.subset = np.sort(np.random.default_rng(params.data_seed).permutation(n_train)[: params.n_offline])
@@ -219,11 +220,11 @@ class TextTask:
         from dlrepro.collapse.lm import TokenStream
 
         if arm not in ARMS:
-            raise ValueError(f"arm must be one of {list(ARMS)}, got {arm!r}")
+            raise ParamsError(f"arm must be one of {list(ARMS)}, got {arm!r}")
         self.params, self.arm, self.data_dir = params, arm, Path(data_dir)
         for name in ("manifest.json", "train.npy", "test.npy"):
             if not (self.data_dir / name).exists():
-                raise ValueError(f"text folder {self.data_dir} lacks {name}")
+                raise InputFileError(f"text folder {self.data_dir} lacks {name}")
         self.vocab_size = int(read_json(self.data_dir / "manifest.json")["settings"]["vocab_size"])
         T = params.block_size
         self.train = TokenStream.of_file(TokenFile(self.data_dir / "train.npy"), T)
@@ -232,7 +233,7 @@ class TextTask:
                               ("n_offline", params.n_offline, self.train.n_windows),
                               ("n_train_eval", params.n_train_eval, self.train.n_windows)):
             if n > have:
-                raise ValueError(f"{name}={n} exceeds the {have} windows of {T} tokens in {self.data_dir}")
+                raise ParamsError(f"{name}={n} exceeds the {have} windows of {T} tokens in {self.data_dir}")
         n_windows = self.train.n_windows
         self.subset = np.sort(np.random.default_rng(params.data_seed).permutation(n_windows)[: params.n_offline])
         if arm == "offline":
@@ -294,7 +295,7 @@ TASKS = {"mlp": MnistTask, "lm": TextTask, "cnn": ImageCnnTask}
 
 def make_task(model: str, params: TrainParams, data_dir: str | Path, arm: str):
     if model not in TASKS:
-        raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
+        raise ParamsError(f"model must be one of {list(MODELS)}, got {model!r}")
     return TASKS[model](params, data_dir, arm)
 
 
