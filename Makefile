@@ -30,6 +30,8 @@ setup: $(STAMP)
 # including what Snakemake itself reports as a traceback before the Snakefile runs: a
 # --configfile that is missing, not YAML or not a mapping; a malformed --config entry.
 CHECK = $(PY) -m dlrepro check-config
+# ... which also names each file a data set still lacks: the Snakefile then does not repeat it
+CHECKED = DLREPRO_CONFIG_CHECKED=1
 
 # LOGGER: Snakemake's console; `rich` (snakemake-logger-plugin-rich) shows a progress display
 # instead of a block per job; LOGGER= gives Snakemake's own lines.
@@ -38,11 +40,11 @@ LOG_ARGS = $(if $(LOGGER),--logger $(LOGGER))
 
 run: $(STAMP)
 	@$(CHECK) $(ARGS)
-	$(VENV)/bin/snakemake --profile profiles/cpu $(LOG_ARGS) $(ARGS)
+	$(CHECKED) $(VENV)/bin/snakemake --profile profiles/cpu $(LOG_ARGS) $(ARGS)
 
 smoke: $(STAMP)
 	@$(CHECK) --configfile workflow/presets/smoke.yaml $(ARGS)
-	$(VENV)/bin/snakemake --profile profiles/cpu $(LOG_ARGS) --configfile workflow/presets/smoke.yaml $(ARGS)
+	$(CHECKED) $(VENV)/bin/snakemake --profile profiles/cpu $(LOG_ARGS) --configfile workflow/presets/smoke.yaml $(ARGS)
 
 # Speed and memory benchmarks (README "Performance"); ARGS names some of them, e.g.
 # ARGS="sampling mfu" or ARGS=--quick. The benchmark-only packages (transformers, for the

@@ -173,3 +173,25 @@ def test_check_config_says_what_the_workflow_says(tmp_path):
     ours = check.stderr.strip()
     assert "\n" not in ours and ours.startswith("invalid configuration: data set mnist needs"), ours
     assert ours in (snake.stdout + snake.stderr).splitlines(), snake.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_make_run_names_each_missing_file_once(tmp_path):
+    """Online, the Snakefile names each missing file, except under `make run`, whose
+    check-config has just named it ($DLREPRO_CONFIG_CHECKED=1)."""
+    import os
+
+    (tmp_path / "empty").mkdir()
+    args = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--cores", "1", "-n", *SMOKE,
+            "--config", "data={mirror: empty}"]
+
+    def warnings(**env) -> list[str]:
+        out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                             env={**{k: v for k, v in os.environ.items() if k != "DLREPRO_CONFIG_CHECKED"}, **env})
+        assert out.returncode == 0, out.stderr[-3000:]
+        return [line for line in (out.stdout + out.stderr).splitlines() if " will be downloaded from " in line]
+
+    assert len(warnings()) == 4
+    assert warnings(DLREPRO_CONFIG_CHECKED="1") == []
+    make = (ROOT / "Makefile").read_text()
+    assert "CHECKED = DLREPRO_CONFIG_CHECKED=1" in make and make.count("\t$(CHECKED) $(VENV)/bin/snakemake") == 2

@@ -161,20 +161,40 @@ def test_linreg_accumulate_bounded_from_the_simulation(tmp_path):
 # --------------------------------------------------------------------------- scaling
 
 
-def _fits(tmp_path, alpha, lo, hi):
-    (tmp_path / "scaling").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame([{"sweep": "data", "kind": "single", "group": np.nan, "x": "train_tokens", "E": 1.0,
-                   "A": 2.0, "alpha": alpha, "alpha_lo": lo, "alpha_hi": hi, "ci_level": 0.95, "n_points": 8,
-                   "bootstrap_unit": "seed", "regime": "resolution-limited", "warning": ""}]
-                 ).to_csv(tmp_path / "scaling" / "fits.csv", index=False)
+def _scaling_tables(tmp_path, alphas, n_distinct=6, group=""):
+    from dlrepro.scaling.per_seed import COLUMNS
+
+    d = tmp_path / "scaling"
+    d.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"sweep": "data", "kind": "single", "group": group, "x": "train_tokens", "E": 2.0, "A": 50.0,
+                   "alpha": float(np.mean(alphas)), "alpha_lo": min(alphas), "alpha_hi": max(alphas), "n_points": n_distinct * len(alphas), "regime": "",
+                   "warning": ""}]).to_csv(d / "fits.csv", index=False)
+    pd.DataFrame([{"sweep": "data", "group_column": "", "group": group, "x": "train_tokens", "seed": i,
+                   "n_points": n_distinct, "n_distinct": n_distinct, "E": 2.0, "A": 50.0, "alpha": a,
+                   "determined": int(n_distinct >= 5)} for i, a in enumerate(alphas)],
+                 columns=COLUMNS).to_csv(d / "seed_fits.csv", index=False)
+    return tmp_path
 
 
-@pytest.mark.parametrize("alpha, lo, hi, want", [
-    (0.3, 0.2, 0.4, C.REPRODUCED), (0.05, -0.1, 0.2, C.NOT_RESOLVED), (0.3, 0.3, 0.3, C.NOT_RESOLVED)])
-def test_scaling_claims(tmp_path, alpha, lo, hi, want):
-    _fits(tmp_path, alpha, lo, hi)
-    (claim,) = registry.collect(["scaling"], tmp_path, {})
-    assert claim.claim == "scaling.data" and claim.verdict == want
+@pytest.mark.parametrize("alphas, n_distinct, verdict", [
+    ([0.28, 0.30, 0.31, 0.29, 0.27, 0.30], 6, C.REPRODUCED),       # a clear exponent, six seeds
+    ([0.30, -0.25, 0.02, 0.1, -0.2, 0.25], 6, C.NOT_RESOLVED),     # no consistent sign
+    ([-0.20, -0.22, -0.19, -0.21, -0.2, -0.23], 6, C.NOT_REPRODUCED),  # the loss rises
+    ([0.28, 0.30, 0.31], 6, C.NOT_RESOLVED),                       # three seeds: under-covers
+    ([0.28, 0.30, 0.31, 0.29, 0.27, 0.30], 4, C.NOT_RESOLVED),     # each seed's law undetermined
+])
+def test_scaling_claim_is_a_t_interval_over_per_seed_exponents(tmp_path, alphas, n_distinct, verdict):
+    from dlrepro.scaling.claims import MIN_SEEDS
+
+    (claim,) = registry.collect(["scaling"], _scaling_tables(tmp_path, alphas, n_distinct), {})
+    assert claim.claim == "scaling.data" and claim.verdict == verdict, claim
+    if n_distinct >= 5:
+        assert (claim.value, claim.ci_lo, claim.ci_hi) == pytest.approx(C.t_interval(alphas))
+        assert claim.n_units == len(alphas)
+    if n_distinct < 5:
+        assert "distinct train_tokens values" in claim.scale
+    elif len(alphas) < MIN_SEEDS:
+        assert f"from {MIN_SEEDS} seeds" in claim.scale
 
 
 # --------------------------------------------------------------------------- registry, CLI, README
@@ -189,7 +209,7 @@ def test_registry_refuses_unknown_stage(tmp_path):
 def test_claims_command_writes_csv_and_html(tmp_path):
     from dlrepro.report.cli import main
 
-    _fits(tmp_path, 0.3, 0.2, 0.4)
+    _scaling_tables(tmp_path, [0.28, 0.30, 0.31, 0.29, 0.27, 0.30])
     _linreg_table(tmp_path)
     out = tmp_path / "claims.csv"
     assert main(["claims", "--stages", "linreg", "scaling", "--results", str(tmp_path), "--config", "{}",
@@ -213,7 +233,7 @@ def test_readme_section_is_rewritten_between_markers_only(tmp_path):
                     n_units=1, scale="tiny", reference="0")]
     C.write(tmp_path / "claims.csv", rows)
     results = tmp_path / "results"
-    _fits(results, 0.3, 0.2, 0.4)
+    _scaling_tables(results, [0.28, 0.30, 0.31, 0.29, 0.27, 0.30])
     figures = tmp_path / "figs"
     figures.mkdir()
     (figures / "scaling_laws.png").write_bytes(b"png")
@@ -228,7 +248,7 @@ def test_readme_section_is_rewritten_between_markers_only(tmp_path):
     assert "| `x.a` | A rises | 0.5 [0.2, 0.8] | > 0 | - | 3 seeds | reproduced |" in text
     assert "0.1 (no interval)" in text and "not resolved at this scale" in text
     assert "![scaling laws](docs/figures/scaling_laws.png)" in text
-    assert "**Scaling laws**: data: L = 1 + 2 train_tokens^-0.3" in text
+    assert "**Scaling laws**: data: L = 2 + 50 train_tokens^-0.292" in text
     assert main(argv) == 0 and doc.read_text() == text  # idempotent
     doc.write_text("no markers\n")
     with pytest.raises(SystemExit, match="markers"):
@@ -248,7 +268,8 @@ def test_bootstrap_cis_matches_bootstrap_ci_per_component():
 
 
 def test_scaling_claim_with_unreliable_fit_is_not_resolved(tmp_path):
-    _fits(tmp_path, 0.3, 0.2, 0.4)
+    # the pooled fit's warning is shown beside the verdict, which the per-seed fits decide
+    _scaling_tables(tmp_path, [0.28, 0.30, 0.31, 0.29, 0.27, 0.30], n_distinct=4)
     path = tmp_path / "scaling" / "fits.csv"
     pd.read_csv(path).assign(warning="only 4 distinct points for 3 parameters: the law is barely determined "
                                      "and its CIs are unreliable").to_csv(path, index=False)

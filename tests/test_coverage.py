@@ -14,7 +14,7 @@ from dlrepro import coverage as V
 @pytest.mark.parametrize("dist", V.REQUIRED_FOR)
 @pytest.mark.parametrize("check", [
     # the per-seed power-law fits take about 0.1 s each: 1,200 of them per distribution
-    pytest.param(c, marks=pytest.mark.slow) if c.simulate is V.power_law_seed_t else c
+    pytest.param(c, marks=pytest.mark.slow) if c.simulate is V.power_law_seed_t else c  # noqa: E131
     for c in V.CHECKS if "comparison" not in c.method], ids=lambda c: f"{c.method}-{c.shape}-{c.n}")
 def test_each_method_covers_at_least_93_percent(check, dist):
     reps = min(check.reps, 4000)
@@ -120,37 +120,3 @@ def test_per_seed_fits_recover_each_seeds_exponent():
     assert all(r["determined"] == 1 and r["n_distinct"] == len(V.SWEEP_X) >= MIN_DISTINCT for r in rows)
     short = seed_rows(x[:4], 2.0 + 50.0 * x[:4] ** -0.3, np.zeros(4), FitOptions(n_resamples=0))
     assert short[0]["determined"] == 0
-
-
-def _scaling_tables(tmp_path, alphas, n_distinct=6, group=""):
-    from dlrepro.scaling.per_seed import COLUMNS
-
-    d = tmp_path / "scaling"
-    d.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame([{"sweep": "data", "kind": "single", "group": group, "x": "train_tokens", "E": 2.0,
-                   "alpha": float(np.mean(alphas)), "n_points": n_distinct * len(alphas), "regime": "",
-                   "warning": ""}]).to_csv(d / "fits.csv", index=False)
-    pd.DataFrame([{"sweep": "data", "group_column": "", "group": group, "x": "train_tokens", "seed": i,
-                   "n_points": n_distinct, "n_distinct": n_distinct, "E": 2.0, "A": 50.0, "alpha": a,
-                   "determined": int(n_distinct >= 5)} for i, a in enumerate(alphas)],
-                 columns=COLUMNS).to_csv(d / "seed_fits.csv", index=False)
-    return tmp_path
-
-
-@pytest.mark.parametrize("alphas, n_distinct, verdict", [
-    ([0.28, 0.30, 0.31], 6, C.REPRODUCED),          # a clear exponent, three seeds
-    ([0.30, -0.25, 0.02], 6, C.NOT_RESOLVED),       # no consistent sign
-    ([-0.20, -0.22, -0.19], 6, C.NOT_REPRODUCED),   # the loss rises
-    ([0.28, 0.30], 6, C.NOT_RESOLVED),              # two seeds
-    ([0.28, 0.30, 0.31], 4, C.NOT_RESOLVED),        # each seed's law undetermined
-])
-def test_scaling_claim_is_a_t_interval_over_per_seed_exponents(tmp_path, alphas, n_distinct, verdict):
-    from dlrepro.scaling.claims import claims
-
-    (claim,) = claims(_scaling_tables(tmp_path, alphas, n_distinct), {})
-    assert claim.verdict == verdict, claim
-    if verdict != C.NOT_RESOLVED:
-        assert (claim.value, claim.ci_lo, claim.ci_hi) == pytest.approx(C.t_interval(alphas))
-        assert claim.n_units == 3
-    if n_distinct < 5:
-        assert "distinct train_tokens values" in claim.scale

@@ -207,13 +207,20 @@ def prepared(dataset):
 DATA_NEEDED = _needed.datasets_needed(config)
 
 
+#: set by `make run` / `make smoke`, whose check-config has already printed the warnings
+CONFIG_CHECKED_ENV = "DLREPRO_CONFIG_CHECKED"
+
+
 def check_offline_data():
     """Before any job: each file a preparation still needs that the mirror lacks is named on
-    a line of its own (its URL, where to put it offline); with data.allow_network false,
-    in one line that ends the run (dlrepro.data.needed.check_data, as check-config)."""
+    a line of its own (its URL, where to put it offline), unless check-config has just said
+    so ($DLREPRO_CONFIG_CHECKED=1); with data.allow_network false, in one line that ends the
+    run (dlrepro.data.needed.check_data, as check-config)."""
     try:
-        for line in _needed.check_data(config, results=RESULTS):
-            print(line, file=sys.stderr)
+        lines = _needed.check_data(config, results=RESULTS)
+        if os.environ.get(CONFIG_CHECKED_ENV) != "1":
+            for line in lines:
+                print(line, file=sys.stderr)
     except ConfigError as exc:
         raise WorkflowError(f"invalid configuration: {exc}") from None
 
