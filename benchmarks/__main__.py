@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmarks import machine
 
 # In the order of issue #11's list.
-NAMES = ["training_overhead", "sampling", "mfu", "data_path", "workflow_scale", "scaling_fit"]
+NAMES = ["training_overhead", "sampling", "mfu", "data_path", "workflow_scale", "scaling_fit", "denormals"]
 
 
 def _fmt(value: float) -> str:

@@ -39,7 +39,7 @@ NAME = "workflow_scale"
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {"smoke": ROOT / "workflow" / "presets" / "smoke.yaml", "default": None,
            "paper": ROOT / "workflow" / "presets" / "paper.yaml"}
-TARGETS_S = {"dry:paper": 15.0, "run:smoke": 180.0, "run:default": 1200.0}
+TARGETS_S = {"dry:paper": 15.0, "run:smoke": 180.0, "run:default": 1500.0}
 
 
 def _presets_from_env() -> tuple[str, ...]:

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from benchmarks import check
-from benchmarks import mfu, training_overhead, workflow_scale
+from benchmarks import denormals, mfu, training_overhead, workflow_scale
 from benchmarks.__main__ import NAMES, main, table
 
 
@@ -30,6 +30,17 @@ def test_training_overhead_baseline_is_the_same_computation():
     assert size["lightning_startup_s"] >= 0
     ratio = result["checks"][0]
     assert ratio["target"] == 0.95 and ratio["value"] == pytest.approx(size["ratio"])
+
+
+def test_denormals_baseline_is_the_same_computation():
+    before = denormals.flushing()
+    result = denormals.benchmark(denormals.QUICK)
+    assert denormals.flushing() == before  # the thread's flag is restored
+    # same weights, batches and noise on both sides: the flush changes only subnormal numbers
+    assert result["final_loss"]["flush"] == pytest.approx(result["final_loss"]["no_flush"], rel=1e-5)
+    assert result["steps_per_s"]["flush"] > 0 and result["steps_per_s"]["no_flush"] > 0
+    assert result["checks"][0]["value"] == pytest.approx(
+        result["steps_per_s"]["flush"] / result["steps_per_s"]["no_flush"])
 
 
 def test_flops_per_token_counts_matmuls_and_attention():
@@ -80,4 +91,5 @@ def test_table_marks_missed_targets():
     assert "FAIL" in rows and ">= 1" in rows
     assert "FAIL" not in table([{"benchmark": "b", "checks": [check("fast", 0.5, "x", target=1.0)]}],
                                verdicts=False)
-    assert set(NAMES) == {"training_overhead", "sampling", "mfu", "data_path", "workflow_scale", "scaling_fit"}
+    assert set(NAMES) == {"training_overhead", "sampling", "mfu", "data_path", "workflow_scale", "scaling_fit",
+                          "denormals"}

@@ -14,10 +14,11 @@ from dlrepro import coverage as V
 @pytest.mark.parametrize("dist", V.REQUIRED_FOR)
 @pytest.mark.parametrize("check", [
     # the per-seed power-law fits take about 0.1 s each: 1,200 of them per distribution
-    pytest.param(c, marks=pytest.mark.slow) if c.simulate is V.power_law_seed_t else c  # noqa: E131
+    pytest.param(c, marks=pytest.mark.slow) if getattr(c.simulate, "func", c.simulate) is V.power_law_seed_t  # noqa: E131
+    else c
     for c in V.CHECKS if "comparison" not in c.method], ids=lambda c: f"{c.method}-{c.shape}-{c.n}")
 def test_each_method_covers_at_least_93_percent(check, dist):
-    reps = min(check.reps, 4000)
+    reps = check.test_reps or min(check.reps, 4000)
     cov, bounded = check.simulate(check.n, dist, reps, seed=7)
     # the Monte-Carlo error at 1000 repetitions is 0.7 points: allow it below 93% once
     assert cov >= V.REQUIRED - (0.007 if reps <= 1000 else 0.0), (check.method, dist, cov)
@@ -101,10 +102,25 @@ def test_decide_on_the_boundary_and_with_two_units():
     assert C.decide(0.1, 0.3, above=0.0, n_units=2) == C.NOT_RESOLVED
 
 
-def test_coverage_table_renders_every_check():
-    rows = V.table(reps_scale=0.02)
+def test_coverage_table_renders_every_check_the_same_on_two_processes():
+    rows = V.table(reps_scale=0.0, min_reps=3)
     text = V.markdown(rows)
     assert text.count("\n") == len(V.CHECKS) + 2 and "Fieller" in text
+    assert {r["repetitions"] for r in rows} == {3}
+    assert V.table(reps_scale=0.0, min_reps=3, workers=2) == rows  # each cell seeded alone
+
+
+def test_coverage_command_checks_the_file_before_simulating(tmp_path):
+    import subprocess
+    import sys
+
+    doc = tmp_path / "claims.md"
+    doc.write_text("# no markers here\n")
+    proc = subprocess.run([sys.executable, "-m", "dlrepro", "report", "coverage", "--write", str(doc)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and str(doc) in proc.stderr and "coverage:start" in proc.stderr
+    assert proc.stdout == "" and doc.read_text() == "# no markers here\n"
 
 
 def test_per_seed_fits_recover_each_seeds_exponent():

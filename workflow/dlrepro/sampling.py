@@ -232,8 +232,9 @@ def _share_worker(load_model: Callable, device: str, first: int, count: int, cfg
     """One device's share (run in its own process): the documents, concatenated, and their lengths."""
     import contextlib
 
-    if threads:
-        torch.set_num_threads(threads)
+    from dlrepro.cpu import configure
+
+    configure(threads)
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
     model = load_model(device)

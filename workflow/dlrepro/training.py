@@ -41,6 +41,7 @@ import lightning as L
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
+from dlrepro.cpu import configure as configure_cpu
 from dlrepro.errors import ParamsError, UserError
 from dlrepro.io import save_torch
 from dlrepro.log import get_logger
@@ -502,8 +503,7 @@ def _fit(module, train_batches, settings, ckpt_dir, *, stage, tag, val_batches, 
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last = ckpt_dir / "last.ckpt"
-    if settings.num_threads:
-        torch.set_num_threads(int(settings.num_threads))
+    configure_cpu(settings.num_threads)
     L.seed_everything(settings.seed, workers=True, verbose=False)
     accelerator = settings.resolved_accelerator()
     total = train_batches.total_steps

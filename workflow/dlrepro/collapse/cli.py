@@ -315,10 +315,9 @@ def _sampling_model(path: str, device: str):
 
 def _set_threads(params: LMParams) -> None:
     """Use ``compute.num_threads`` CPU threads outside training too (the harness sets them there)."""
-    if params.compute.get("num_threads"):
-        import torch
+    from dlrepro.cpu import configure
 
-        torch.set_num_threads(int(params.compute["num_threads"]))
+    configure(params.compute.get("num_threads"))
 
 
 def cmd_evaluate(args) -> int:

@@ -137,8 +137,9 @@ def load_model(path: str | Path, device: str = "cpu", num_threads: int | None = 
     """``(net, diffusion, payload)`` from a ``train`` output."""
     import torch
 
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
+    from dlrepro.cpu import configure
+
+    configure(num_threads)
     from dlrepro.conformers.diffusion import Diffusion, DiffusionConfig
     from dlrepro.conformers.egnn import EGNN, EGNNConfig
 

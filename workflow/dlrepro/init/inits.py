@@ -168,8 +168,10 @@ def single_threaded_on_cpu(device: str | torch.device):
     if torch.device(device).type != "cpu":
         yield
         return
+    from dlrepro.cpu import configure
+
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    configure(1)  # and denormals flushed (dlrepro.cpu)
     try:
         yield
     finally:

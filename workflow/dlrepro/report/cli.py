@@ -227,16 +227,20 @@ def cmd_readme(args) -> int:
 
 def cmd_coverage(args) -> int:
     """Print the coverage table; with ``--write``, replace the text between the file's
-    coverage markers with it."""
+    coverage markers with it (the file is checked before the minutes of simulation)."""
+    import os
+
     from dlrepro import coverage
 
-    text = coverage.markdown(coverage.table())
-    print(text, end="")
+    start, end = "<!-- coverage:start -->", "<!-- coverage:end -->"
     if args.write is not None:
-        start, end = "<!-- coverage:start -->", "<!-- coverage:end -->"
-        doc = args.write.read_text()
+        doc = args.write.read_text() if args.write.is_file() else ""
         if start not in doc or end not in doc or doc.index(start) > doc.index(end):
             raise UserError(f"{args.write}: lacks the markers {start} ... {end}")
+    text = coverage.markdown(coverage.table(workers=os.cpu_count() or 1))
+    print(text, end="")
+    if args.write is not None:
+        doc = args.write.read_text()
         head, rest = doc.split(start, 1)
         write_text(args.write, f"{head}{start}\n{text}{end}{rest.split(end, 1)[1]}")
     return 0

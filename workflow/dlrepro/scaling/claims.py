@@ -26,8 +26,9 @@ import pandas as pd
 from dlrepro.claims import Claim, fmt_scale, from_interval, t_interval
 from dlrepro.scaling.per_seed import MIN_DISTINCT
 
-#: seeds the per-seed Student-t interval needs: its coverage at a 6-point sweep was 89% at
-#: 3 seeds and about 93% at 4 (below or at the 93% target); at 6 it passes (docs/claims.md)
+#: seeds the per-seed Student-t interval needs: its coverage at the 6-point data sweep was
+#: 89% at 3 seeds and about 93% at 4 (below or at the 93% target); at 6 it passes, there
+#: and at the 5-width MLP sweep (dlrepro.coverage, docs/claims.md)
 MIN_SEEDS = 6
 
 TABLES = ("scaling/fits.csv", "scaling/seed_fits.csv")

@@ -43,6 +43,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from dlrepro.cpu import configure as configure_cpu
 from dlrepro.errors import InputFileError, ParamsError, UserError
 from dlrepro.io import read_json, save_npy, sha256_file, write_csv, write_json
 from dlrepro.log import get_logger
@@ -343,8 +344,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         args.n = int(read_json(Path(args.like) / "manifest.json")["splits"]["train"]["n_images"])
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
-    if params.num_threads:
-        torch.set_num_threads(params.num_threads)
+    configure_cpu(params.num_threads)
     model, meta = load_model(args.model, "conv_vae")
     log = get_logger("vae-sample", generation=meta["generation"], policy=meta["policy"], seed=args.seed)
     sample_seed = derive_seed(args.seed, meta["generation"], _SAMPLE)
@@ -395,8 +395,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from dlrepro.vae.model import load_model
 
     params = parse_params(EvalParams, args.params)
-    if params.num_threads:
-        torch.set_num_threads(params.num_threads)
+    configure_cpu(params.num_threads)
     vae, meta = load_model(args.model, "conv_vae")
     classifier, _ = load_model(args.classifier, "classifier")
     samples_dir = Path(args.samples)

@@ -169,7 +169,9 @@ def run_coord_check(stage: StageParams, data_dirs: dict[str, str | Path]) -> pd.
         x, y = task.train_eval
         if cc.batch_size > len(x):
             raise ParamsError(f"coord_check.batch_size={cc.batch_size} exceeds n_train_eval={len(x)} of {model}")
-        torch.set_num_threads(int(params.compute.get("num_threads") or 1))
+        from dlrepro.cpu import configure
+
+        configure(int(params.compute.get("num_threads") or 1))
         for seed in cc.seeds:
             for p in stage.parametrizations_of(model):
                 frame = checked_coords(task, params, sorted(section.widths), p, cc.steps,
