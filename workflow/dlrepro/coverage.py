@@ -278,7 +278,6 @@ class Check:
     n: int
     simulate: Callable[..., tuple[float, float]]
     reps: int
-    test_reps: int | None = None  # repetitions in the test suite (default: reps, at most 4000)
 
 
 #: every interval method the claims use, at the smallest number of units it is used with
@@ -298,10 +297,8 @@ CHECKS = (
           6, power_law_seed_t, 200),
     Check("Student-t (3 seeds: for comparison)", "mean of per-seed fitted exponents (6-point data sweep)", "-", 3,
           power_law_seed_t, 200),
-    # the per-seed exponents of this sweep scatter widely (the intervals over-cover), so the
-    # tests' 100 repetitions tell 93% from the table's value
     Check("Student-t", "mean of per-seed fitted exponents (5-width MLP sweep)", "scaling.width.* (at least 6 seeds)",
-          6, functools.partial(power_law_seed_t, sweep=WIDTH_SWEEP), 200, test_reps=100),
+          6, functools.partial(power_law_seed_t, sweep=WIDTH_SWEEP), 200),
     Check("jackknife (normal, jackknife SE)", "log-log slope of n Var/mean^2 vs depth",
           "init curve and width-sweep claims (NTK: 400 initialisations)", 400, curve_slope, 1000),
     Check("BCa bootstrap (not used: for comparison)", "log-log slope of n Var/mean^2 vs depth", "-", 400,
