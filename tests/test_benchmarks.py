@@ -33,14 +33,21 @@ def test_training_overhead_baseline_is_the_same_computation():
 
 
 def test_denormals_baseline_is_the_same_computation():
-    before = denormals.flushing()
+    from dlrepro.conformers import egnn
+
+    before, clamp_at = denormals.flushing(), egnn.RBF_MIN_EXPONENT
     result = denormals.benchmark(denormals.QUICK)
     assert denormals.flushing() == before  # the thread's flag is restored
-    # same weights, batches and noise on both sides: the flush changes only subnormal numbers
-    assert result["final_loss"]["flush"] == pytest.approx(result["final_loss"]["no_flush"], rel=1e-5)
-    assert result["steps_per_s"]["flush"] > 0 and result["steps_per_s"]["no_flush"] > 0
-    assert result["checks"][0]["value"] == pytest.approx(
-        result["steps_per_s"]["flush"] / result["steps_per_s"]["no_flush"])
+    assert egnn.RBF_MIN_EXPONENT == clamp_at  # and the model's clamp
+    # same weights, batches and noise on every side: each remedy changes only subnormal numbers
+    rate, loss = result["steps_per_s"], result["final_loss"]
+    assert set(rate) == set(loss) == {"as_run", "no_flush", "no_clamp"}
+    for side in ("no_flush", "no_clamp"):
+        assert loss[side] == pytest.approx(loss["as_run"], rel=1e-5)
+    assert all(r > 0 for r in rate.values())
+    flush, clamp = result["checks"]
+    assert flush["value"] == pytest.approx(rate["as_run"] / rate["no_flush"])
+    assert clamp["value"] == pytest.approx(rate["as_run"] / rate["no_clamp"])
 
 
 def test_flops_per_token_counts_matmuls_and_attention():

@@ -21,7 +21,7 @@ from dlrepro.conformers.dataset import (
     prepare_real,
 )
 from dlrepro.conformers.diffusion import Diffusion, DiffusionConfig, betas_for, generate
-from dlrepro.conformers.egnn import EGNN, EGNNConfig, remove_mean
+from dlrepro.conformers.egnn import EGNN, RBF_CENTRES, RBF_MAX, RBF_MIN_EXPONENT, EGNNConfig, rbf, remove_mean
 from dlrepro.conformers.metrics import coverage_matching, fixed_noise_loss, rmsd_matrix
 
 SMILES = [
@@ -180,6 +180,24 @@ def test_network_is_e3_equivariant_and_translation_invariant(net, real_dir):
         moved = (x @ rot + shift) * batch.mask.unsqueeze(-1)
         out_moved = net(moved, t, batch.atoms, batch.pairs, batch.mask)
         torch.testing.assert_close(out_moved, out @ rot, atol=2e-5, rtol=1e-4)
+
+
+def test_radial_basis_clamp_changes_only_numbers_below_float32s_normal_range():
+    # exp underflows (a slow path of the CPU exp) below about -87.3; the clamp stops at -80
+    assert -87.0 < RBF_MIN_EXPONENT <= -60.0
+    dist = torch.linspace(0.0, 3 * RBF_MAX, 500).reshape(-1, 1).requires_grad_(True)
+    features = rbf(dist)
+    centres = torch.linspace(0.0, RBF_MAX, RBF_CENTRES)
+    exponent = -(((dist.detach() - centres) / (RBF_MAX / (RBF_CENTRES - 1))) ** 2)
+    assert features.shape == (500, RBF_CENTRES + 1)
+    gaussians = features[:, :RBF_CENTRES].detach()
+    inside = exponent >= RBF_MIN_EXPONENT
+    assert torch.equal(gaussians[inside], torch.exp(exponent[inside]))  # bit for bit where not clamped
+    assert gaussians[~inside].max().item() < 1e-34  # elsewhere exp(-80) = 1.8e-35, not 0 or a denormal ...
+    assert (~inside).float().mean() > 0.5  # ... and that is where most distance-centre pairs lie
+    assert torch.allclose(features[:, RBF_CENTRES], torch.log1p(dist[:, 0]))
+    features[:, :RBF_CENTRES].sum().backward()
+    assert torch.isfinite(dist.grad).all()
 
 
 def test_network_is_permutation_equivariant_and_ignores_padding(net, real_dir):
