@@ -22,7 +22,7 @@ def test_each_method_covers_at_least_93_percent(check, dist):
     if getattr(check.simulate, "func", check.simulate) is V.power_law_seed_t:
         # minutes of fits: the very repetitions of the documented table (its seeds)
         i = V.CHECKS.index(check)
-        cov, bounded = V._simulate(i, V.DISTRIBUTIONS.index(dist), reps, seed=0)
+        cov, bounded = V.simulate_cell(i, V.DISTRIBUTIONS.index(dist), reps, seed=0)
     else:
         cov, bounded = check.simulate(check.n, dist, reps, seed=7)
     # the Monte-Carlo error at 1000 repetitions is 0.7 points: allow it below 93% once
@@ -132,12 +132,12 @@ def test_per_seed_fits_recover_each_seeds_exponent():
     from dlrepro.scaling.fit import FitOptions
     from dlrepro.scaling.per_seed import MIN_DISTINCT, seed_rows
 
-    x = np.tile(V.SWEEP_X, 2)
-    seeds = np.repeat([0, 1], len(V.SWEEP_X))
+    x = np.tile(V.DATA_SWEEP.x, 2)
+    seeds = np.repeat([0, 1], len(V.DATA_SWEEP.x))
     alphas = np.where(seeds == 0, 0.25, 0.35)
     rows = seed_rows(x, 2.0 + 50.0 * x ** -alphas, seeds, FitOptions(n_resamples=0))
     assert [r["seed"] for r in rows] == [0, 1]
     assert [round(r["alpha"], 3) for r in rows] == [0.25, 0.35]
-    assert all(r["determined"] == 1 and r["n_distinct"] == len(V.SWEEP_X) >= MIN_DISTINCT for r in rows)
+    assert all(r["determined"] == 1 and r["n_distinct"] == len(V.DATA_SWEEP.x) >= MIN_DISTINCT for r in rows)
     short = seed_rows(x[:4], 2.0 + 50.0 * x[:4] ** -0.3, np.zeros(4), FitOptions(n_resamples=0))
     assert short[0]["determined"] == 0

@@ -246,7 +246,6 @@ DATA_SWEEP = Sweep("6-point data sweep", np.array([1 / 32, 1 / 16, 1 / 8, 1 / 4,
 #: spread of the final test loss (3-4% at one width)
 WIDTH_SWEEP = Sweep("5-width MLP sweep", np.array([17_280, 28_992, 42_752, 118_272, 367_616], dtype=float),
                     (0.222, 22.16, 0.524), 0.035)
-SWEEP_X, SWEEP_LAW = DATA_SWEEP.x, DATA_SWEEP.law
 
 
 def power_law_seed_t(n: int, dist: str, reps: int, seed: int = 0, *, sweep: Sweep = DATA_SWEEP) -> tuple[float, float]:
@@ -314,8 +313,9 @@ def _reps(c: Check, reps_scale: float, min_reps: int) -> int:
     return max(min_reps, int(c.reps * reps_scale))
 
 
-def _simulate(i: int, j: int, reps: int, seed: int) -> tuple[float, float]:
-    """Coverage and bounded fraction of :data:`CHECKS` row ``i`` under distribution ``j``."""
+def simulate_cell(i: int, j: int, reps: int, seed: int = 0) -> tuple[float, float]:
+    """Coverage and bounded fraction of :data:`CHECKS` row ``i`` under distribution ``j``
+    (of :data:`DISTRIBUTIONS`), as :func:`table` computes that cell with the same ``seed``."""
     c = CHECKS[i]
     return c.simulate(c.n, DISTRIBUTIONS[j], reps, seed=seed + 1000 * i + j)
 
@@ -330,10 +330,11 @@ def table(reps_scale: float = 1.0, seed: int = 0, workers: int = 1, min_reps: in
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {cell: pool.submit(_simulate, *cell, _reps(CHECKS[cell[0]], reps_scale, min_reps), seed) for cell in cells}
+            futures = {cell: pool.submit(simulate_cell, *cell, _reps(CHECKS[cell[0]], reps_scale, min_reps), seed)
+                       for cell in cells}
             results = {cell: f.result() for cell, f in futures.items()}
     else:
-        results = {cell: _simulate(*cell, _reps(CHECKS[cell[0]], reps_scale, min_reps), seed) for cell in cells}
+        results = {cell: simulate_cell(*cell, _reps(CHECKS[cell[0]], reps_scale, min_reps), seed) for cell in cells}
     rows = []
     for i, c in enumerate(CHECKS):
         row = {"method": c.method, "shape": c.shape, "used by": c.used_by, "units": c.n,

@@ -171,3 +171,20 @@ class WarmStart:
         if self.socket_path:
             shutil.rmtree(os.path.dirname(self.socket_path), ignore_errors=True)
         self.proc = None
+
+
+def cancel_pending_timers() -> int:
+    """Cancel the timers still waiting to wake Snakemake's scheduler; how many there were.
+
+    Snakemake (9.27) schedules a re-run of its scheduler one timespan of the job-rate limit
+    (``max-jobs-per-timespan``) after every scheduling round that leaves ready jobs waiting,
+    on a non-daemon ``threading.Timer``. The interpreter waits for such threads before it
+    exits, so with the profiles' long timespan (``profiles/cpu``) a finished run would sit
+    idle until its last timer fired. Called from ``onsuccess`` and ``onerror``, when the
+    scheduler has stopped and a timer can only wake nobody."""
+    import threading
+
+    timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t.is_alive()]
+    for t in timers:
+        t.cancel()
+    return len(timers)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(PKG_DIR))  # the package is importable without installati
 
 from dlrepro.config import ConfigError, check_config_paths, coerce_overrides, validate_config
 from dlrepro.data import needed as _needed, registry as _registry
-from dlrepro.smk import WarmStart, missing_slurm_env, module_sources, prepare_environment
+from dlrepro.smk import WarmStart, cancel_pending_timers, missing_slurm_env, module_sources, prepare_environment
 
 # Errors in --configfile files and --config entries themselves are raised by Snakemake
 # before this runs (`python -m dlrepro check-config`, run by `make run`, names them); from
@@ -65,6 +65,7 @@ onstart:
 
 onsuccess:
     _warm.stop()
+    cancel_pending_timers()  # the scheduler's re-run timers (profiles/cpu: max-jobs-per-timespan)
     # what made results/ (dlrepro.report.provenance), and a last line saying where it is
     from dlrepro.report import provenance as _prov
 
@@ -82,6 +83,7 @@ onsuccess:
 
 onerror:
     _warm.stop()
+    cancel_pending_timers()
 
 
 RESULTS = "results"
