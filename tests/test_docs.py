@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dlrepro.report import docs as D
 
@@ -263,3 +264,59 @@ def test_generators_fill_blocks_from_a_results_folder(tmp_path):
     assert "| `x.a` | s | reproduced | preset smoke; tiny |" in text
     src = D.Sources(res, res, tmp_path / "figures")
     assert "129 jobs in 2.5 minutes of wall time" in D.fill(text, page, src)
+
+
+@pytest.mark.parametrize("claim, key", [
+    ("collapse.replace_rises", ("collapse", "seeds")),
+    ("collapse.gpt2-d64.accumulate_bounded", ("collapse", "seeds")),
+    ("vae.accumulate_bounded", ("vae", "seeds")),
+    ("conformers.mat_r.accumulate_bounded", ("conformers", "seeds")),
+    ("init.orthogonal_trains_faster_r2", ("init", "training", "seeds")),
+    ("scaling.data", ("scaling", "data_sweep", "seeds")),
+    ("scaling.width.mup", ("width", "mlp", "train", "seeds")),
+    ("width.cnn.sp_lr_drift", ("width", "cnn", "train", "lr_sweep_seeds")),
+    ("width.mlp.coord_check_mup_flat", ("width", "coord_check", "seeds")),
+    ("width.cnn.narrow_ensembles_worse", ("width", "cnn", "train", "seeds")),
+    ("init.gaussian_ntk_grows", None),  # initialisations: set by the stage's sizes, not a seed list
+    ("linreg.replace_rises", None),
+])
+def test_each_claims_unit_has_its_config_key(claim, key):
+    from dlrepro.config import validate_config
+    from dlrepro.plan.cli import load_config
+
+    assert D.unit_key(claim) == key
+    if key is not None:  # the key is one the config accepts, and a list of seeds after the change
+        cfg = validate_config(D.with_units(load_config([], []), key, 9))
+        node = cfg
+        for part in key:
+            node = node[part]
+        assert node == list(range(9))
+
+
+def test_open_claims_say_the_units_and_plans_cost_that_would_resolve_them(tmp_path):
+    from dlrepro import claims as C
+    from dlrepro.plan.cli import load_config
+
+    res = tmp_path / "results"
+    (res / "logs").mkdir(parents=True)
+    (res / "run.yaml").write_text(yaml.safe_dump({"preset": "default", "args": "", "config": load_config([], [])}))
+    (res / "logs" / "run_time.json").write_text('{"jobs": 479, "seconds": 1800.0}\n')
+
+    def claim(name, value, lo, hi, expected, verdict=C.NOT_RESOLVED):
+        return C.Claim(claim=name, stage=name.split(".")[0], statement="s", source="p", statistic="t", value=value,
+                       ci_lo=lo, ci_hi=hi, verdict=verdict, expected=expected, unit="seeds", n_units=5,
+                       scale="preset default")
+
+    C.write(res / "claims.csv", [claim("conformers.mat_r.accumulate_bounded", 0.413, 0.333, 0.553, "< 0.5"),
+                                 claim("width.cnn.coord_check_mup_flat", -0.197, -0.316, -0.077, "in [-0.2, 0.2]"),
+                                 claim("vae.replace_rises", 47.0, 41.0, 53.0, "> 0", C.REPRODUCED)])
+    text = D.open_claims("", tmp_path / "claims.md", D.Sources(res, None, tmp_path / "figures"))
+    rows = {line.split(" | ")[0].strip("| `"): line.split(" | ") for line in text.splitlines() if line.startswith("| `")}
+    assert set(rows) == {"conformers.mat_r.accumulate_bounded", "width.cnn.coord_check_mup_flat"}
+    units, cost = rows["conformers.mat_r.accumulate_bounded"][4:6]
+    assert units == "about 13 seeds if the estimate held (now 5)"  # 5 * (0.14 / 0.087)^2 = 12.9
+    m = re.fullmatch(r"`conformers\.seeds`: 0\.\.12: (\d+) jobs \(\+(\d+)\), ([\d.]+)x the CPU-job hours, "
+                     r"about (\d+) minutes where this run took 30", cost)
+    assert m, cost
+    assert int(m[2]) > 0 and float(m[3]) > 1.0 and int(m[4]) == round(30 * float(m[3]))
+    assert "boundary" in rows["width.cnn.coord_check_mup_flat"][4] and rows["width.cnn.coord_check_mup_flat"][5] == ""

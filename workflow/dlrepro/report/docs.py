@@ -16,7 +16,8 @@ absent (no smoke run given) is left as it is, and said so.
 Generators: ``claims-count`` (the verdicts of ``claims.csv``), ``measured-results`` (the
 claims table, each stage's headline numbers and the figures: :mod:`dlrepro.report.readme`),
 ``figure NAME`` (one figure of the run), ``stage-claims STAGE`` (that stage's claims and
-the scale each was measured at), ``run-time main|smoke`` (wall time and jobs of the run,
+the scale each was measured at), ``open-claims`` (each claim not reproduced, the seeds that
+would resolve it and ``dlrepro plan``'s cost of the run with them), ``run-time main|smoke`` (wall time and jobs of the run,
 from ``results/logs/run_time.json``), ``config-table`` (every key of the schema),
 ``command CMD`` (a command run in the repository and its output; ``command-grep PATTERN CMD``
 the lines that match), ``plan-options``
@@ -116,42 +117,114 @@ def stage_claims(arg: str, page: Path, src: Sources) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _units_to_resolve(c) -> str:
+def _units_needed(c) -> tuple[int | None, str]:
     """How many units the claim's interval would need if its estimate held (the half-width
-    shrinks as 1/sqrt(units), the t quantile ignored), or why more would not help."""
+    shrinks as 1/sqrt(units), the t quantile ignored), and the text that says so or why more
+    would not help."""
     import math
 
     import re as _re
 
     if not all(math.isfinite(v) for v in (c.value, c.ci_lo, c.ci_hi)) or c.n_units < 1:
-        return ""
+        return None, ""
     bounds = [float(b) for b in _re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", c.expected)]
     if not bounds:
-        return ""
+        return None, ""
     inside = [b for b in bounds if c.ci_lo < b < c.ci_hi]
     if not inside:
-        return ""
+        return None, ""
     b = min(inside, key=lambda v: abs(c.value - v))
     distance = abs(c.value - b)
     half = (c.ci_hi - c.value) if b > c.value else (c.value - c.ci_lo)  # the interval's side facing b
     if distance < 0.1 * half:
-        return "the estimate sits on the rule's boundary: no practical number of units decides it"
+        return None, "the estimate sits on the rule's boundary: no practical number of units decides it"
     need = math.ceil(c.n_units * (half / distance) ** 2)
-    return f"about {need} {c.unit.split(' (')[0]} if the estimate held (now {c.n_units})"
+    return need, f"about {need} {c.unit.split(' (')[0]} if the estimate held (now {c.n_units})"
+
+
+#: where the config sets each claim's unit (its seeds): (claim id pattern, key path; ``{stage}``
+#: and ``{model}`` from the pattern), the key :func:`_cost_at` extends to price the scale that
+#: would resolve an open claim. The lists become seeds 0 .. n-1, as every preset writes them.
+UNIT_KEYS = (
+    (r"(?P<stage>collapse|vae|conformers)\.", ("{stage}", "seeds")),
+    (r"init\.orthogonal_(trains_faster|generalises_better)", ("init", "training", "seeds")),
+    (r"scaling\.data", ("scaling", "data_sweep", "seeds")),
+    (r"scaling\.width\.", ("width", "mlp", "train", "seeds")),
+    (r"width\.(?P<model>\w+)\.(mup_lr_transfer|sp_lr_drift)$", ("width", "{model}", "train", "lr_sweep_seeds")),
+    (r"width\.\w+\.coord_check_", ("width", "coord_check", "seeds")),
+    (r"width\.(?P<model>\w+)\.(agreement_across_widths|narrow_ensembles_worse|variance_slope)$",
+     ("width", "{model}", "train", "seeds")),
+)
+
+
+def unit_key(claim: str) -> tuple[str, ...] | None:
+    """The config key path of ``claim``'s unit (:data:`UNIT_KEYS`), or None."""
+    for pattern, path in UNIT_KEYS:
+        m = re.match(pattern, claim)
+        if m:
+            return tuple(part.format(**m.groupdict()) for part in path)
+    return None
+
+
+def with_units(cfg: dict, path: tuple[str, ...], n: int) -> dict:
+    """A copy of ``cfg`` whose list at ``path`` is ``0 .. n-1``."""
+    import copy
+
+    out = copy.deepcopy(cfg)
+    node = out
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = list(range(n))
+    return out
+
+
+def _cost_at(c, need: int, results: Path) -> str:
+    """``dlrepro plan``'s cost of the run's config with the claim's unit extended to
+    ``need``: jobs and CPU-job hours against the plan of the run's own config, and the
+    run's measured wall time scaled by that ratio."""
+    from dlrepro.config import validate_config
+    from dlrepro.plan.cli import summarize, totals
+    from dlrepro.plan.stages import plan_jobs
+    from dlrepro.report.provenance import TIMING_FILE, read
+
+    path = unit_key(c.claim)
+    run = read(results) or {}
+    if path is None or not isinstance(run.get("config"), dict):
+        return ""
+
+    def cost(cfg: dict) -> dict:
+        ctx, jobs = plan_jobs(validate_config(cfg), results)
+        return totals(summarize(jobs, ctx), jobs, ctx)
+
+    base, more = cost(run["config"]), cost(with_units(run["config"], path, need))
+    if not base["cpu_job_hours"]:
+        return ""
+    ratio = more["cpu_job_hours"] / base["cpu_job_hours"]
+    text = (f"`{'.'.join(path)}`: 0..{need - 1}: {more['jobs']} jobs ({more['jobs'] - base['jobs']:+d}), "
+            f"{ratio:.2f}x the CPU-job hours")
+    timing = results / TIMING_FILE
+    if timing.exists():
+        minutes = json.loads(timing.read_text())["seconds"] / 60
+        text += f", about {minutes * ratio:.0f} minutes where this run took {minutes:.0f}"
+    return text
 
 
 def open_claims(arg: str, page: Path, src: Sources) -> str:
     """The run's claims that are not reproduced or not resolved, with their interval, why
-    (the claim's ``scale``) and the units the interval would need."""
+    (the claim's ``scale``), the units the interval would need and ``dlrepro plan``'s cost
+    of the run at that many."""
     rows = [c for c in _claims(src.results) if c.verdict != "reproduced"]
     if not rows:
         return f"Every claim of the `{_preset(src.results)}` preset's run is reproduced.\n"
     lines = [f"{len(rows)} claim(s) of the `{_preset(src.results)}` preset's run (`results/claims.csv`):", "",
-             "| claim | verdict | value [95% interval] | rule | units needed | scale and reason |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| claim | verdict | value [95% interval] | rule | units needed | the run at that many "
+             "(`dlrepro plan`) | scale and reason |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for c in rows:
         interval = f"{c.value:.3g} [{c.ci_lo:.3g}, {c.ci_hi:.3g}]"
-        cells = [f"`{c.claim}`", c.verdict, interval, c.expected, _units_to_resolve(c), c.scale]
+        need, units = _units_needed(c)
+        cells = [f"`{c.claim}`", c.verdict, interval, c.expected, units,
+                 _cost_at(c, need, src.results) if need else "", c.scale]
         lines.append("| " + " | ".join(str(x).replace("|", "\\|").replace("\n", " ") for x in cells) + " |")
     return "\n".join(lines) + "\n"
 

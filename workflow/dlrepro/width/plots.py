@@ -124,7 +124,9 @@ OPT_STYLE = {"sp": {"marker": "s", "ls": "-", "dodge": -0.06, "zorder": 4},
 def plot_lr_sweep(table: pd.DataFrame, path: str | os.PathLike, metric: str = "train_loss") -> list[Path]:
     _check(table, LR_SWEEP_COLUMNS, "lr-sweep")
     optimum = lr_optimum(table, metric)
-    n_seeds = int(table.groupby(GROUP_KEYS + ["width", "lr"])["seed"].nunique().min())
+    per_model = table.groupby(GROUP_KEYS + ["width", "lr"])["seed"].nunique().groupby(level="model").min()
+    n_seeds = (f"{int(per_model.iloc[0])} seed(s)" if per_model.nunique() == 1
+               else "the seeds (" + ", ".join(f"{m}: {int(n)}" for m, n in per_model.items()) + ")")
     fig, rows = _panels(table, extra_cols=1)
     for model, arm, panels, (opt_ax,) in rows:
         here = table[(table["model"] == model) & (table["arm"] == arm)]
@@ -186,7 +188,7 @@ def plot_lr_sweep(table: pd.DataFrame, path: str | os.PathLike, metric: str = "t
                                      "ls": OPT_STYLE.get(p, {}).get("ls", "-")}) for p in shown]
         extra += [("optimum < 1 octave\nfrom grid edge", {"color": "k", "marker": "o", "mfc": "none", "ls": "none"})]
         _row_legend(opt_ax, colours, extra)
-    fig.text(0.0, 0.0, f"bars: range over {n_seeds} seed(s) (loss); 95% Student-t interval of the per-seed "
+    fig.text(0.0, 0.0, f"bars: range over {n_seeds} (loss); 95% Student-t interval of the per-seed "
              "optima (optimal lr)", fontsize="small", ha="left", va="top")
     return style.save_figure(fig, path)
 
