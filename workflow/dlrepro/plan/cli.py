@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 from dlrepro.config import CONFIG_FORM_HELP
 from dlrepro.plan.costs import ACCELERATORS, Accelerator
 from dlrepro.plan.jobs import Job
 from dlrepro.plan.stages import plan_jobs
+from dlrepro.plan.summary import summarize, totals
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -73,40 +73,6 @@ def measure_cpu_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:
     return 2.0 * n ** 3 / best / threads
 
 
-def summarize(jobs: list[Job], ctx) -> list[dict]:
-    """One row per (stage, kind), in the order the jobs were planned."""
-    groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
-    for j in jobs:
-        groups[(j.stage, j.kind)].append(j)
-    dev_mem = ctx.device_memory_mb()
-    rows = []
-    for (stage, kind), js in groups.items():
-        first = js[0]
-
-        def total(attr):
-            vals = [getattr(j, attr) for j in js if getattr(j, attr) is not None]
-            return float(sum(vals)) if vals else None
-
-        def peak(attr):
-            vals = [getattr(j, attr) for j in js if getattr(j, attr) is not None]
-            return float(max(vals)) if vals else None
-
-        seconds = total("seconds")
-        gpus = first.request.get("gpu") or 0
-        rows.append({
-            "stage": stage, "kind": kind, "rule": first.rule, "n_jobs": len(js), "unit": first.unit,
-            "work": total("work") or 0.0, "flops": total("flops"), "seconds_total": seconds,
-            "seconds_max": peak("seconds"),
-            "device_hours": (seconds or 0.0) * max(1, gpus) / 3600.0 if seconds is not None else None,
-            "host_mb_max": peak("host_mb"), "device_mb_max": peak("device_mb"),
-            "disk_bytes": float(sum(j.disk_bytes for j in js)),
-            "runtime_request_min": first.request.get("runtime"), "mem_mb_request": first.request.get("mem_mb"),
-            "gpu_request": gpus, "n_over_request": sum(bool(j.over_request(dev_mem)) for j in js),
-            "accelerator": ctx.device.name, "mfu": ctx.mfu,
-        })
-    return rows
-
-
 def _fmt(x, unit: str = "", digits: int = 1) -> str:
     if x is None:
         return "-"
@@ -147,19 +113,6 @@ def render(rows: list[dict], jobs: list[Job], ctx, brief: bool = False) -> str:
         lines.append(f"(not shown: {sum(r['n_jobs'] for r in hidden):,} bookkeeping jobs of "
                      f"{len(hidden)} kinds without an estimate: mixing, tables, figures, downloads)")
     return "\n".join(lines)
-
-
-def totals(rows: list[dict], jobs: list[Job], ctx) -> dict:
-    gpu = [r for r in rows if r["gpu_request"]]
-    return {
-        "jobs": len(jobs),
-        "flops": sum(r["flops"] or 0.0 for r in rows),
-        "gpu_hours": sum(r["device_hours"] or 0.0 for r in gpu),
-        "cpu_job_hours": sum((r["seconds_total"] or 0.0) / 3600 for r in rows if not r["gpu_request"]),
-        "longest_job_h": max((j.seconds or 0.0) for j in jobs) / 3600,
-        "disk_tb": sum(r["disk_bytes"] for r in rows) / 1e12,
-        "over_request": sum(r["n_over_request"] for r in rows),
-    }
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -183,8 +183,7 @@ def _cost_at(c, need: int, results: Path) -> str:
     ``need``: jobs and CPU-job hours against the plan of the run's own config, and the
     run's measured wall time scaled by that ratio."""
     from dlrepro.config import validate_config
-    from dlrepro.plan.cli import summarize, totals
-    from dlrepro.plan.stages import plan_jobs
+    from dlrepro.plan.summary import plan_totals
     from dlrepro.report.provenance import TIMING_FILE, read
 
     path = unit_key(c.claim)
@@ -192,11 +191,8 @@ def _cost_at(c, need: int, results: Path) -> str:
     if path is None or not isinstance(run.get("config"), dict):
         return ""
 
-    def cost(cfg: dict) -> dict:
-        ctx, jobs = plan_jobs(validate_config(cfg), results)
-        return totals(summarize(jobs, ctx), jobs, ctx)
-
-    base, more = cost(run["config"]), cost(with_units(run["config"], path, need))
+    base = plan_totals(validate_config(run["config"]), results)
+    more = plan_totals(validate_config(with_units(run["config"], path, need)), results)
     if not base["cpu_job_hours"]:
         return ""
     ratio = more["cpu_job_hours"] / base["cpu_job_hours"]
