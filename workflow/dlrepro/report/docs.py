@@ -123,11 +123,9 @@ def _units_needed(c) -> tuple[int | None, str]:
     would not help."""
     import math
 
-    import re as _re
-
     if not all(math.isfinite(v) for v in (c.value, c.ci_lo, c.ci_hi)) or c.n_units < 1:
         return None, ""
-    bounds = [float(b) for b in _re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", c.expected)]
+    bounds = [float(b) for b in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", c.expected)]
     if not bounds:
         return None, ""
     inside = [b for b in bounds if c.ci_lo < b < c.ci_hi]
@@ -178,29 +176,38 @@ def with_units(cfg: dict, path: tuple[str, ...], n: int) -> dict:
     return out
 
 
-def _cost_at(c, need: int, results: Path) -> str:
-    """``dlrepro plan``'s cost of the run's config with the claim's unit extended to
-    ``need``: jobs and CPU-job hours against the plan of the run's own config, and the
-    run's measured wall time scaled by that ratio."""
+def _run_plan(results: Path) -> tuple[dict, dict, float | None] | None:
+    """The run's config (``run.yaml``), ``dlrepro plan``'s totals for it and the run's
+    measured wall seconds (``run_time.json``, None if absent); None without a config."""
     from dlrepro.config import validate_config
     from dlrepro.plan.summary import plan_totals
     from dlrepro.report.provenance import TIMING_FILE, read
 
-    path = unit_key(c.claim)
-    run = read(results) or {}
-    if path is None or not isinstance(run.get("config"), dict):
-        return ""
+    config = (read(results) or {}).get("config")
+    if not isinstance(config, dict):
+        return None
+    timing = results / TIMING_FILE
+    seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
+    return config, plan_totals(validate_config(config), results), seconds
 
-    base = plan_totals(validate_config(run["config"]), results)
-    more = plan_totals(validate_config(with_units(run["config"], path, need)), results)
-    if not base["cpu_job_hours"]:
+
+def _cost_at(c, need: int, results: Path, run: tuple[dict, dict, float | None] | None) -> str:
+    """``dlrepro plan``'s cost of the run's config with the claim's unit extended to
+    ``need``: jobs and CPU-job hours against the plan of the run's own config (``run``:
+    :func:`_run_plan`), and the run's measured wall time scaled by that ratio."""
+    from dlrepro.config import validate_config
+    from dlrepro.plan.summary import plan_totals
+
+    path = unit_key(c.claim)
+    if path is None or run is None or not run[1]["cpu_job_hours"]:
         return ""
+    config, base, seconds = run
+    more = plan_totals(validate_config(with_units(config, path, need)), results)
     ratio = more["cpu_job_hours"] / base["cpu_job_hours"]
     text = (f"`{'.'.join(path)}`: 0..{need - 1}: {more['jobs']} jobs ({more['jobs'] - base['jobs']:+d}), "
             f"{ratio:.2f}x the CPU-job hours")
-    timing = results / TIMING_FILE
-    if timing.exists():
-        minutes = json.loads(timing.read_text())["seconds"] / 60
+    if seconds is not None:
+        minutes = seconds / 60
         text += f", about {minutes * ratio:.0f} minutes where this run took {minutes:.0f}"
     return text
 
@@ -216,11 +223,12 @@ def open_claims(arg: str, page: Path, src: Sources) -> str:
              "| claim | verdict | value [95% interval] | rule | units needed | the run at that many "
              "(`dlrepro plan`) | scale and reason |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for c in rows:
+    needed = [_units_needed(c) for c in rows]
+    run = _run_plan(src.results) if any(need for need, _ in needed) else None  # planned once
+    for c, (need, units) in zip(rows, needed):
         interval = f"{c.value:.3g} [{c.ci_lo:.3g}, {c.ci_hi:.3g}]"
-        need, units = _units_needed(c)
         cells = [f"`{c.claim}`", c.verdict, interval, c.expected, units,
-                 _cost_at(c, need, src.results) if need else "", c.scale]
+                 _cost_at(c, need, src.results, run) if need else "", c.scale]
         lines.append("| " + " | ".join(str(x).replace("|", "\\|").replace("\n", " ") for x in cells) + " |")
     return "\n".join(lines) + "\n"
 
