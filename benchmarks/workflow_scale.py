@@ -9,6 +9,11 @@
   an empty working directory, with the offline data mirror when one is found
   (``$DLREPRO_DATA_MIRROR`` or ``../shared/data``, as ``.ci/run`` does), on all cores;
   reported: jobs run and wall seconds (targets: smoke <= 3 min, default <= 25 min on 2 cores).
+* **Machine speed**: single-thread float32 matrix products (GFLOP/s), measured in the same
+  command, so that wall times from different machines can be set side by side: the same
+  commit and config took 1,628 s on one 2-core machine of this project and 740 s on another,
+  about the ratio of their dry-run times. An absolute budget holds on the machine that
+  measured it; this row says how fast that machine was.
 
 The default preset takes 25 to 30 minutes on 2 cores, so a full run of this benchmark
 takes half an hour; ``QUICK`` does only the dry runs of the small presets.
@@ -129,10 +134,35 @@ def end_to_end(preset: str, keep: str | None = None) -> dict:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def machine_speed(n: int = 256, seconds: float = 1.0) -> float:
+    """Single-thread float32 matmul throughput in GFLOP/s: the best of five timed bursts of
+    ``n x n`` products (each about ``seconds / 5`` long), with torch on one thread, as every
+    job of the CPU profile runs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)  # warm-up
+        best = 0.0
+        for _ in range(5):
+            reps, t0 = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - t0) < seconds / 5:
+                torch.mm(a, b)
+                reps += 1
+            best = max(best, 2 * n**3 * reps / elapsed / 1e9)
+        return best
+    finally:
+        torch.set_num_threads(threads)
+
+
 def benchmark(setup: Setup) -> dict:
+    speed = machine_speed()
     dry = [dry_run(p, setup.repeats) for p in setup.dry_runs]
     runs = [end_to_end(p, setup.keep) for p in setup.end_to_end]
-    checks = []
+    checks = [check("machine speed: float32 matmul on one thread", speed, "GFLOP/s", target=None,
+                    note="sets wall times of different machines side by side")]
     for d in dry:
         checks.append(check(f"snakemake -n, {d['preset']} preset ({d['jobs']:,} jobs)", d["wall_s"], "s",
                             target=TARGETS_S.get(f"dry:{d['preset']}"), higher_is_better=False))
@@ -142,4 +172,4 @@ def benchmark(setup: Setup) -> dict:
                             higher_is_better=False))
         checks.append(check(f"end to end, {r['preset']} preset: CPU time of all jobs", r["cpu_s"], "s",
                             target=None, higher_is_better=False))
-    return {"benchmark": NAME, "setup": asdict(setup), "dry_runs": dry, "end_to_end": runs, "checks": checks}
+    return {"benchmark": NAME, "setup": asdict(setup), "machine_gflops": speed, "dry_runs": dry, "end_to_end": runs, "checks": checks}
