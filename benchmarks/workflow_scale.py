@@ -9,14 +9,15 @@
   an empty working directory, with the offline data mirror when one is found
   (``$DLREPRO_DATA_MIRROR`` or ``../shared/data``, as ``.ci/run`` does), on all cores;
   reported: jobs run and wall seconds (targets: smoke <= 3 min, default <= 25 min on 2 cores).
-* **Machine speed**: single-thread float32 matrix products (GFLOP/s), measured in the same
-  command, so that wall times from different machines can be set side by side: the same
-  commit and config took 1,628 s on one 2-core machine of this project and 740 s on another,
-  about the ratio of their dry-run times. An absolute budget holds on the machine that
-  measured it; this row says how fast that machine was.
+* **Machine speed**: the best single-thread float32 ``torch.mm`` FLOP/s
+  (:func:`benchmarks.mfu.peak_matmul_flops`), measured in the same command, so that wall
+  times from different machines can be set side by side: an absolute budget holds on the
+  machine that measured it, and machines of the same size differ; this row says how fast
+  that machine was.
 
-The default preset takes 25 to 30 minutes on 2 cores, so a full run of this benchmark
-takes half an hour; ``QUICK`` does only the dry runs of the small presets.
+The default preset takes up to half an hour on 2 cores, depending on the machine
+(docs/performance.md has the last measurement), and so does a full run of this
+benchmark; ``QUICK`` does only the dry runs of the small presets.
 
     .venv/bin/python -m benchmarks workflow_scale [--quick]
 
@@ -134,25 +135,17 @@ def end_to_end(preset: str, keep: str | None = None) -> dict:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def machine_speed(n: int = 256, seconds: float = 1.0) -> float:
-    """Single-thread float32 matmul throughput in GFLOP/s: the best of five timed bursts of
-    ``n x n`` products (each about ``seconds / 5`` long), with torch on one thread, as every
-    job of the CPU profile runs."""
+def machine_speed(n: int = 256, repeats: int = 200) -> float:
+    """Single-thread float32 matmul GFLOP/s (:func:`benchmarks.mfu.peak_matmul_flops`), with
+    torch on one thread, as every job of the CPU profile runs."""
     import torch
+
+    from benchmarks.mfu import peak_matmul_flops
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        torch.mm(a, b)  # warm-up
-        best = 0.0
-        for _ in range(5):
-            reps, t0 = 0, time.perf_counter()
-            while (elapsed := time.perf_counter() - t0) < seconds / 5:
-                torch.mm(a, b)
-                reps += 1
-            best = max(best, 2 * n**3 * reps / elapsed / 1e9)
-        return best
+        return peak_matmul_flops(n, repeats, "cpu", torch.float32) / 1e9
     finally:
         torch.set_num_threads(threads)
 
@@ -172,4 +165,4 @@ def benchmark(setup: Setup) -> dict:
                             higher_is_better=False))
         checks.append(check(f"end to end, {r['preset']} preset: CPU time of all jobs", r["cpu_s"], "s",
                             target=None, higher_is_better=False))
-    return {"benchmark": NAME, "setup": asdict(setup), "machine_gflops": speed, "dry_runs": dry, "end_to_end": runs, "checks": checks}
+    return {"benchmark": NAME, "setup": asdict(setup), "dry_runs": dry, "end_to_end": runs, "checks": checks}
